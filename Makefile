@@ -1,0 +1,41 @@
+# Two commands work on a fresh machine: `make demo` (the main job) and `make test`.
+# Users with GPUs override TORCH_SPEC, e.g. `make test TORCH_SPEC="torch==2.13.0 --index-url ..."`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+export HF_HUB_OFFLINE := 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install test demo lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+# Re-install only when pyproject.toml changed since the last install (idempotent, fast when up to date).
+$(STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet $(TORCH_SPEC)
+	$(PY) -m pip install --quiet -e ".[test,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+demo: $(STAMP)
+	$(VENV)/bin/trl-ppo-plus demo --output_dir runs/demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check trl_ppo_plus callbacks tests benchmarks examples
+	$(VENV)/bin/ruff format --check trl_ppo_plus callbacks tests benchmarks examples
+
+bench: $(STAMP)
+	for script in benchmarks/*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info runs
