@@ -1,0 +1,333 @@
+"""Pure tensor math of PPO for language models: masked statistics, KL estimators, per-token rewards, GAE, losses.
+
+No trainer state, no distributed code, torch only. Every function works on right-padded, ragged batches:
+
+- `B` is the batch (rows), `T` the completion length, `V` the vocabulary.
+- `mask` is a `(B, T)` 0/1 float or bool tensor marking the valid completion tokens of each row. Positions where
+  `mask` is 0 are padding. They never influence a result, even if they hold NaN or inf, unless a docstring says
+  otherwise. Outputs of shape `(B, T)` are 0 at padding positions.
+
+Conventions for rows with no valid token: `masked_mean` divides by `max(n, 1)`, so an empty selection averages to 0
+instead of NaN (a minibatch of empty completions gives a zero loss and zero gradient). `masked_var` and
+`masked_whiten` raise `ValueError` on an empty mask, because whitening nothing is a bug upstream.
+"""
+
+import torch
+from torch import Tensor
+
+
+__all__ = [
+    "entropy_from_logits",
+    "gae_advantages",
+    "kl_estimate",
+    "kl_penalty_loss",
+    "masked_mean",
+    "masked_var",
+    "masked_whiten",
+    "per_token_rewards",
+    "policy_loss",
+    "value_loss",
+]
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+def _zero_padding(x: Tensor, mask: Tensor) -> Tensor:
+    """`x` with padding positions replaced by 0, so NaN/inf garbage can leak neither forward nor backward."""
+    return torch.where(mask.bool(), x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def masked_mean(x: Tensor, mask: Tensor, dim: int | None = None) -> Tensor:
+    """Mean of `x` over the positions where `mask` is 1.
+
+    Args:
+        x: any shape, e.g. `(B, T)`.
+        mask: same shape as `x`.
+        dim: reduce over this dimension only (e.g. `dim=1` gives per-row means `(B,)`); `None` reduces everything
+            to a scalar.
+
+    Returns:
+        A scalar, or `x` reduced over `dim`. An empty selection gives 0, not NaN (the count is clamped to 1).
+    """
+    total = _zero_padding(x, mask).sum(dim=dim)
+    count = mask.bool().sum(dim=dim).to(total.dtype)
+    return total / count.clamp(min=1)
+
+
+def _masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
+    """`masked_var` without the empty-mask check (no host sync); an empty mask gives 0."""
+    mean = masked_mean(x, mask)
+    centered = _zero_padding(x - mean, mask)
+    n = mask.bool().sum().to(x.dtype)
+    var = (centered**2).sum() / n.clamp(min=1)  # biased (population) variance
+    if unbiased:
+        # Bessel's correction n/(n-1), as TRL's masked_var. With n == 1 the biased variance is exactly 0 and we keep 0
+        # (a single sample has no spread) instead of 0 * inf = NaN.
+        var = var * n / (n - 1).clamp(min=1)
+    return var
+
+
+def masked_var(x: Tensor, mask: Tensor, unbiased: bool = True) -> Tensor:
+    """Variance of `x` over the positions where `mask` is 1, as a scalar.
+
+    Args:
+        x: any shape, e.g. `(B, T)`.
+        mask: same shape as `x`.
+        unbiased: apply Bessel's correction n/(n-1) (TRL's convention). With a single valid entry (n == 1) the result
+            is 0, not NaN: one sample has no spread, so whitening it maps it to 0.
+
+    Raises:
+        ValueError: if `mask` selects nothing (this check syncs with the device once).
+    """
+    if not bool(mask.bool().any()):
+        raise ValueError("masked_var: the mask selects no element (mask.sum() == 0), the variance is undefined.")
+    return _masked_var(x, mask, unbiased=unbiased)
+
+
+def masked_whiten(
+    x: Tensor, mask: Tensor, shift_mean: bool = True, eps: float = 1e-8, *, unbiased: bool = True
+) -> Tensor:
+    """Whiten `x` over the masked entries: `(x - mean) / sqrt(var + eps)`.
+
+    Args:
+        x: any shape, e.g. advantages or rewards `(B, T)`.
+        mask: same shape as `x`.
+        shift_mean: if False, add the mean back after scaling (TRL's convention for reward whitening: rescale the
+            rewards but keep their sign and offset).
+        eps: added to the variance before the square root.
+        unbiased: use the unbiased variance (TRL's convention).
+
+    Returns:
+        Same shape as `x`; padding positions are 0.
+
+    Raises:
+        ValueError: if `mask` selects nothing.
+    """
+    mean = masked_mean(x, mask)
+    var = masked_var(x, mask, unbiased=unbiased)
+    whitened = (x - mean) * torch.rsqrt(var + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    return _zero_padding(whitened, mask)
+
+
+def kl_estimate(logprob: Tensor, ref_logprob: Tensor, estimator: str, *, log_ratio_clamp: float = 20.0) -> Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from samples of pi, with log r = ref_logprob - logprob.
+
+    The estimators (http://joschu.net/blog/kl-approx.html):
+        - `k1 = -log r`: unbiased, high variance, can be negative per token.
+        - `k2 = 0.5 * (log r)^2`: biased, low variance, always >= 0.
+        - `k3 = (r - 1) - log r`: unbiased, low variance, always >= 0.
+
+    Args:
+        logprob: `(B, T)` log-probs of the sampled tokens under the policy.
+        ref_logprob: `(B, T)` log-probs of the same tokens under the reference.
+        estimator: one of `"k1"`, `"k2"`, `"k3"`.
+        log_ratio_clamp: for `k3` only, log r is clamped to `[-c, c]` before use so `exp` stays finite (`exp(20)` is
+            about 5e8); `k1` and `k2` are not clamped. Inside the clamp `k3` is exact.
+
+    Returns:
+        `(B, T)` per-token estimates. No mask: padding positions carry whatever the inputs give; mask them
+        downstream (`per_token_rewards`, `kl_penalty_loss` and `masked_mean` do).
+    """
+    log_ratio = ref_logprob - logprob  # log r = log pi_ref - log pi
+    if estimator == "k1":
+        return -log_ratio  # k1: http://joschu.net/blog/kl-approx.html
+    if estimator == "k2":
+        return 0.5 * log_ratio**2  # k2: http://joschu.net/blog/kl-approx.html
+    if estimator == "k3":
+        log_ratio = log_ratio.clamp(-log_ratio_clamp, log_ratio_clamp)  # keep exp finite
+        return torch.expm1(log_ratio) - log_ratio  # k3: http://joschu.net/blog/kl-approx.html
+    raise ValueError(f"Unknown KL estimator {estimator!r}; expected one of {', '.join(KL_ESTIMATORS)}.")
+
+
+def kl_penalty_loss(
+    logprob: Tensor, ref_logprob: Tensor, mask: Tensor, estimator: str, *, log_ratio_clamp: float = 20.0
+) -> Tensor:
+    """Masked mean of the per-token KL estimate, to add as `beta * kl_penalty_loss(...)` (`kl_penalty="loss"`).
+
+    Use `k3` here, as GRPO does (Shao et al. 2024, arXiv:2402.03300): its gradient is well behaved. The gradient of
+    the `k1` loss, E[grad(-log r)] = E[grad log pi], is zero in expectation (score-function identity), so `k1` in the
+    loss does not pull the policy toward the reference; `k1` belongs in the reward. `k2`'s gradient is the
+    gradient of the reverse KL up to sampling, and is a reasonable alternative.
+
+    Args:
+        logprob, ref_logprob, mask: `(B, T)`.
+        estimator: `"k1"`, `"k2"` or `"k3"`, see `kl_estimate`.
+
+    Returns:
+        A scalar; differentiable in `logprob` (and `ref_logprob` if it requires grad).
+    """
+    logprob = _zero_padding(logprob, mask)  # so garbage gives no NaN gradient either
+    ref_logprob = _zero_padding(ref_logprob, mask)
+    kl = kl_estimate(logprob, ref_logprob, estimator, log_ratio_clamp=log_ratio_clamp)  # (B, T)
+    return masked_mean(kl, mask)
+
+
+def per_token_rewards(scores: Tensor, kl: Tensor, mask: Tensor, kl_coef: float | Tensor) -> tuple[Tensor, Tensor]:
+    """Per-token rewards: a KL penalty on every token plus the sequence score on the last one.
+
+    r_t = -kl_coef * KL_t, and r_{last} += score (Ziegler et al. 2019 arXiv:1909.08593; Ouyang et al. 2022
+    arXiv:2203.02155).
+
+    Args:
+        scores: `(B,)` scalar score of each completion (reward model or verifier, after any EOS penalty).
+        kl: `(B, T)` per-token KL estimate (see `kl_estimate`).
+        mask: `(B, T)` completion mask, right-padded.
+        kl_coef: the KL coefficient beta, a float or a scalar tensor (or `(B, 1)` for per-row coefficients).
+
+    Returns:
+        `(rewards, non_score_reward)`, both `(B, T)` and 0 at padding positions. The score lands on the last valid
+        token of each row (index `mask.sum(1) - 1` for a right-padded mask). A row with no valid token has no token
+        to carry its score: the score is dropped and the row is all zeros.
+    """
+    valid = mask.bool()
+    non_score_reward = _zero_padding(-kl_coef * kl, valid)  # per-token KL reward: Ziegler et al. 2019, Eq. 2
+    B, T = valid.shape
+    positions = torch.arange(T, device=valid.device).expand(B, T)
+    last = torch.where(valid, positions, -1).amax(dim=1)  # (B,) index of the last valid token, -1 if none
+    has_token = last >= 0
+    score = torch.where(has_token, scores.to(non_score_reward.dtype), 0)  # (B,) dropped for empty rows
+    rows = torch.arange(B, device=valid.device)
+    rewards = non_score_reward.clone()
+    rewards[rows, last.clamp(min=0)] += score  # sequence score on the final token: Ouyang et al. 2022
+    return rewards, non_score_reward
+
+
+def gae_advantages(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
+    """Generalised advantage estimation over completion tokens (Schulman et al. 2016, arXiv:1506.02438).
+
+        delta_t = r_t + gamma * V_{t+1} - V_t
+        A_t     = delta_t + gamma * lam * A_{t+1}
+        R_t     = A_t + V_t
+
+    The episode ends at the last valid token of each row: V_{t+1} = 0 and A_{t+1} = 0 there (no bootstrap).
+
+    Args:
+        rewards: `(B, T)` per-token rewards (see `per_token_rewards`).
+        values: `(B, T)` critic values V_t, detached.
+        mask: `(B, T)` completion mask, right-padded.
+        gamma: discount, usually 1.0 for language models.
+        lam: GAE lambda, trades bias (low) for variance (high); usually 0.95.
+
+    Returns:
+        `(advantages, returns)`, both `(B, T)` and 0 at padding positions.
+    """
+    valid = mask.bool()
+    # Zeroing padding makes V_{t+1} = 0 and A_{t+1} = 0 past each row's end: every padded step then has delta = 0.
+    rewards = _zero_padding(rewards, valid)
+    values = _zero_padding(values, valid)
+    T = rewards.shape[1]
+    lastgaelam = torch.zeros_like(rewards[:, 0])  # (B,) A_{t+1}
+    advantages_reversed = []
+    for t in reversed(range(T)):
+        nextvalues = values[:, t + 1] if t < T - 1 else torch.zeros_like(values[:, t])  # (B,) V_{t+1}
+        delta = rewards[:, t] + gamma * nextvalues - values[:, t]  # TD error: Schulman et al. 2016, Eq. 10
+        lastgaelam = delta + gamma * lam * lastgaelam  # GAE recursion: Schulman et al. 2016, Eq. 16
+        advantages_reversed.append(lastgaelam)
+    advantages = torch.stack(advantages_reversed[::-1], dim=1)  # (B, T)
+    advantages = _zero_padding(advantages, valid)
+    returns = _zero_padding(advantages + values, valid)
+    return advantages, returns
+
+
+def policy_loss(
+    logprob: Tensor,
+    old_logprob: Tensor,
+    advantages: Tensor,
+    mask: Tensor,
+    cliprange: float,
+    *,
+    cliprange_low: float | None = None,
+    cliprange_high: float | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """PPO clipped surrogate loss (Schulman et al. 2017, arXiv:1707.06347), averaged over valid tokens.
+
+    Args:
+        logprob: `(B, T)` log-probs of the sampled tokens under the current policy (requires grad).
+        old_logprob: `(B, T)` log-probs under the policy that sampled them (detached).
+        advantages: `(B, T)` advantages (usually whitened).
+        mask: `(B, T)` completion mask.
+        cliprange: epsilon, how far the ratio may move from 1 before the objective stops rewarding it; usually
+            0.1 to 0.3.
+        cliprange_low, cliprange_high: asymmetric clip `[1 - low, 1 + high]`, as DAPO's "clip-higher"
+            (Yu et al. 2025, arXiv:2503.14476); each defaults to `cliprange`.
+
+    Returns:
+        `(loss, info)`: a scalar loss, and detached 0-dim tensors `clipfrac` (fraction of valid tokens where the
+        clipped term is active), `approxkl` (masked mean of 0.5 * (log ratio)^2, TRL 1.12's `approxkl`), `ratio`
+        (masked mean) and `ratio_var` (unbiased masked variance; 0 for fewer than two valid tokens).
+    """
+    low = cliprange if cliprange_low is None else cliprange_low
+    high = cliprange if cliprange_high is None else cliprange_high
+    advantages = _zero_padding(advantages, mask)
+    log_ratio = _zero_padding(logprob - old_logprob, mask)  # (B, T); masked before exp so garbage gives no NaN grad
+    ratio = torch.exp(log_ratio)  # (B, T) pi / pi_old
+    pg_loss1 = -advantages * ratio
+    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - low, 1.0 + high)  # clipping: Schulman et al. 2017, Eq. 7
+    pg_loss_max = torch.max(pg_loss1, pg_loss2)  # pessimistic bound: max of losses = min of objectives
+    loss = masked_mean(pg_loss_max, mask)
+    with torch.no_grad():
+        info = {
+            "clipfrac": masked_mean((pg_loss2 > pg_loss1).to(ratio.dtype), mask),
+            "approxkl": masked_mean(0.5 * log_ratio**2, mask),  # k2 approx kl: http://joschu.net/blog/kl-approx.html
+            "ratio": masked_mean(ratio, mask),
+            "ratio_var": _masked_var(ratio, mask, unbiased=True),
+        }
+    return loss, info
+
+
+def value_loss(
+    values: Tensor,
+    old_values: Tensor,
+    returns: Tensor,
+    mask: Tensor,
+    cliprange_value: float,
+    clip: bool = True,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped value loss: 0.5 * max((V - R)^2, (clip(V, V_old - eps_v, V_old + eps_v) - R)^2), masked mean.
+
+    Value clipping mirrors the policy clip (Schulman et al. 2017 baselines; TRL and CleanRL default to it). It often
+    does not help and can hurt (Andrychowicz et al. 2021, arXiv:2006.05990), hence `clip=False`. Note that
+    `cliprange_value` is in the units of the rewards: rescale it if the scores are large.
+
+    Args:
+        values: `(B, T)` current critic values (requires grad).
+        old_values: `(B, T)` critic values at rollout time (detached).
+        returns: `(B, T)` GAE returns (detached).
+        mask: `(B, T)` completion mask.
+        cliprange_value: eps_v, the largest step the clipped branch allows from `old_values`; usually 0.2.
+        clip: if False, the plain loss 0.5 * masked_mean((V - R)^2).
+
+    Returns:
+        `(loss, info)`: a scalar loss, and detached 0-dim tensors `vf_clipfrac` (fraction of valid tokens where the
+        clipped loss is the larger one; 0 when `clip=False`) and `value_mean` (masked mean of `values`).
+    """
+    values = _zero_padding(values, mask)
+    old_values = _zero_padding(old_values, mask)
+    returns = _zero_padding(returns, mask)
+    v_loss_unclipped = (values - returns) ** 2  # (B, T)
+    if not clip:
+        loss = 0.5 * masked_mean(v_loss_unclipped, mask)
+        vf_clipfrac = torch.zeros((), dtype=values.dtype, device=values.device)
+    else:
+        # value clipping, a PPO implementation detail (Andrychowicz et al. 2021, arXiv:2006.05990, find it can hurt)
+        v_clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
+        v_loss_clipped = (v_clipped - returns) ** 2
+        loss = 0.5 * masked_mean(torch.max(v_loss_unclipped, v_loss_clipped), mask)
+        with torch.no_grad():
+            vf_clipfrac = masked_mean((v_loss_clipped > v_loss_unclipped).to(values.dtype), mask)
+    info = {"vf_clipfrac": vf_clipfrac.detach(), "value_mean": masked_mean(values, mask).detach()}
+    return loss, info
+
+
+def entropy_from_logits(logits: Tensor) -> Tensor:
+    """Entropy of the categorical distribution given by `logits`: `(..., V) -> (...)`.
+
+    H = logsumexp(z) - sum_i p_i z_i, computed as -sum_i p_i log p_i with `log_softmax`, so it is stable for large
+    logits. Entries at -inf (masked vocabulary) contribute 0, with finite gradients.
+    """
+    logp = torch.log_softmax(logits, dim=-1)  # logsumexp-stable log-probs
+    p = logp.exp()
+    logp = torch.where(p > 0, logp, torch.zeros((), dtype=logp.dtype, device=logp.device))  # 0 * log 0 := 0
+    return -(p * logp).sum(dim=-1)
