@@ -211,6 +211,37 @@ def test_kl_penalty_loss_matches_reference_and_no_leak(estimator, seed, B, T):
     assert (lpg.grad[~mask.bool()] == 0).all()
 
 
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kl_penalty_loss_expected_gradients(seed):
+    """Exact expectation over y ~ pi on one categorical step: k1 -> 0, k2 -> grad KL(pi||ref), k3 -> grad KL(ref||pi)."""
+    gen = torch.Generator().manual_seed(seed)
+    V = 6
+    logits0 = torch.randn(V, generator=gen, dtype=torch.float64)
+    ref = torch.log_softmax(torch.randn(V, generator=gen, dtype=torch.float64), -1)
+
+    def expected_grad(estimator):
+        logits = logits0.clone().requires_grad_()
+        logp = torch.log_softmax(logits, -1)
+        weights = logp.exp().detach()  # P(y) under pi: sampled tokens are fixed, not differentiated
+        # kl_penalty_loss on a "batch" of all V tokens, each weighted by its probability (sum of P(y) * loss_y).
+        per_token = torch.stack(
+            [pm.kl_penalty_loss(logp[y : y + 1], ref[y : y + 1], torch.ones(1), estimator) for y in range(V)]
+        )
+        (weights * per_token).sum().backward()
+        return logits.grad
+
+    def true_grad(reverse):
+        logits = logits0.clone().requires_grad_()
+        logp = torch.log_softmax(logits, -1)
+        kl = (logp.exp() * (logp - ref)).sum() if reverse else (ref.exp() * (ref - logp)).sum()
+        kl.backward()
+        return logits.grad
+
+    torch.testing.assert_close(expected_grad("k1"), torch.zeros(V, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(expected_grad("k2"), true_grad(reverse=True), **TOL)
+    torch.testing.assert_close(expected_grad("k3"), true_grad(reverse=False), **TOL)
+
+
 # ---------------------------------------------------------------- rewards and GAE
 
 
@@ -235,12 +266,12 @@ def test_per_token_rewards_matches_reference(seed, B, T, kl_coef):
 
 
 def test_per_token_rewards_empty_row_drops_score():
-    mask = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
-    scores = torch.tensor([7.0, math.nan])  # an empty row's score (even NaN) is dropped
-    rewards, nsr = pm.per_token_rewards(scores[:1].repeat(2), torch.zeros(2, 2), mask, 0.1)
-    torch.testing.assert_close(rewards, torch.tensor([[0.0, 0.0], [7.0, 0.0]]))
-    rewards, _ = pm.per_token_rewards(scores.flip(0), torch.zeros(2, 2), mask, 0.1)
-    torch.testing.assert_close(rewards, torch.tensor([[0.0, 0.0], [7.0, 0.0]]))
+    mask = torch.tensor([[0.0, 0.0], [1.0, 0.0]])  # row 0 has no valid token
+    scores = torch.tensor([math.nan, 7.0])  # the empty row's score is dropped, even when it is NaN
+    kl = torch.tensor([[math.inf, math.nan], [1.0, math.nan]])
+    rewards, nsr = pm.per_token_rewards(scores, kl, mask, 0.1)
+    torch.testing.assert_close(rewards, torch.tensor([[0.0, 0.0], [6.9, 0.0]]))
+    torch.testing.assert_close(nsr, torch.tensor([[0.0, 0.0], [-0.1, 0.0]]))
 
 
 @pytest.mark.parametrize("seed,B,T", CASES)
@@ -394,3 +425,11 @@ def test_entropy_stable_for_huge_and_masked_logits():
     h.sum().backward()
     assert torch.isfinite(logits.grad).all()
     assert pm.entropy_from_logits(torch.randn(2, 3, 5, 7)).shape == (2, 3, 5)
+
+
+def test_entropy_chunked_equals_unchunked():
+    logits = torch.randn(3, 5, 9, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for chunk_size in (1, 4, 15, 100):
+        torch.testing.assert_close(
+            pm.entropy_from_logits(logits, chunk_size=chunk_size), pm.entropy_from_logits(logits)
+        )

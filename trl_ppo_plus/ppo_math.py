@@ -146,22 +146,27 @@ def kl_penalty_loss(
 ) -> Tensor:
     """Masked mean of the per-token KL estimate, to add as `beta * kl_penalty_loss(...)` (`kl_penalty="loss"`).
 
-    Use `k3` here, as GRPO does (Shao et al. 2024, arXiv:2402.03300): its gradient is well behaved. The gradient of
-    the `k1` loss, E[grad(-log r)] = E[grad log pi], is zero in expectation (score-function identity), so `k1` in the
-    loss does not pull the policy toward the reference; `k1` belongs in the reward. `k2`'s gradient is the
-    gradient of the reverse KL up to sampling, and is a reasonable alternative.
+    In loss mode the sampled tokens are fixed and only log pi is differentiated, so what matters is each estimator's
+    gradient in expectation over y ~ pi (per token, given the prefix):
+        - `k3`: E[(1 - r) grad log pi] = grad KL(pi_ref || pi). Low variance, pulls toward the reference; the usual
+          choice here, as in GRPO (Shao et al. 2024, arXiv:2402.03300).
+        - `k2`: E[-log r * grad log pi] = grad KL(pi || pi_ref), the reverse KL that the reward-mode penalty targets.
+        - `k1`: E[grad log pi] = 0 (score-function identity): `k1` in the loss has no effect in expectation, only
+          noise. Use `k1` with `kl_penalty="reward"`, where it enters through the advantages instead.
 
     Args:
-        logprob, ref_logprob, mask: `(B, T)`.
+        logprob: `(B, T)` policy log-probs of the sampled tokens (requires grad).
+        ref_logprob: `(B, T)` reference log-probs (detached).
+        mask: `(B, T)` completion mask.
         estimator: `"k1"`, `"k2"` or `"k3"`, see `kl_estimate`.
 
     Returns:
-        A scalar; differentiable in `logprob` (and `ref_logprob` if it requires grad).
+        A scalar; padding positions get zero gradient.
     """
     logprob = _zero_padding(logprob, mask)  # so garbage gives no NaN gradient either
     ref_logprob = _zero_padding(ref_logprob, mask)
     kl = kl_estimate(logprob, ref_logprob, estimator, log_ratio_clamp=log_ratio_clamp)  # (B, T)
-    return masked_mean(kl, mask)
+    return masked_mean(kl, mask)  # KL term in the loss, k3 as in GRPO: arXiv:2402.03300
 
 
 def per_token_rewards(scores: Tensor, kl: Tensor, mask: Tensor, kl_coef: float | Tensor) -> tuple[Tensor, Tensor]:
@@ -182,7 +187,7 @@ def per_token_rewards(scores: Tensor, kl: Tensor, mask: Tensor, kl_coef: float |
         to carry its score: the score is dropped and the row is all zeros.
     """
     valid = mask.bool()
-    non_score_reward = _zero_padding(-kl_coef * kl, valid)  # per-token KL reward: Ziegler et al. 2019, Eq. 2
+    non_score_reward = _zero_padding(-kl_coef * kl, valid)  # per-token KL reward: Ziegler et al. 2019
     B, T = valid.shape
     positions = torch.arange(T, device=valid.device).expand(B, T)
     last = torch.where(valid, positions, -1).amax(dim=1)  # (B,) index of the last valid token, -1 if none
@@ -190,7 +195,9 @@ def per_token_rewards(scores: Tensor, kl: Tensor, mask: Tensor, kl_coef: float |
     score = torch.where(has_token, scores.to(non_score_reward.dtype), 0)  # (B,) dropped for empty rows
     rows = torch.arange(B, device=valid.device)
     rewards = non_score_reward.clone()
-    rewards[rows, last.clamp(min=0)] += score  # sequence score on the final token: Ouyang et al. 2022
+    rewards[rows, last.clamp(min=0)] += (
+        score  # sequence score on the final token: Ziegler et al. 2019, Ouyang et al. 2022
+    )
     return rewards, non_score_reward
 
 
@@ -222,8 +229,8 @@ def gae_advantages(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, 
     advantages_reversed = []
     for t in reversed(range(T)):
         nextvalues = values[:, t + 1] if t < T - 1 else torch.zeros_like(values[:, t])  # (B,) V_{t+1}
-        delta = rewards[:, t] + gamma * nextvalues - values[:, t]  # TD error: Schulman et al. 2016, Eq. 10
-        lastgaelam = delta + gamma * lam * lastgaelam  # GAE recursion: Schulman et al. 2016, Eq. 16
+        delta = rewards[:, t] + gamma * nextvalues - values[:, t]  # TD residual: Schulman et al. 2016 arXiv:1506.02438
+        lastgaelam = delta + gamma * lam * lastgaelam  # GAE(gamma, lam) recursion: arXiv:1506.02438
         advantages_reversed.append(lastgaelam)
     advantages = torch.stack(advantages_reversed[::-1], dim=1)  # (B, T)
     advantages = _zero_padding(advantages, valid)
@@ -258,13 +265,13 @@ def policy_loss(
         clipped term is active), `approxkl` (masked mean of 0.5 * (log ratio)^2, TRL 1.12's `approxkl`), `ratio`
         (masked mean) and `ratio_var` (unbiased masked variance; 0 for fewer than two valid tokens).
     """
-    low = cliprange if cliprange_low is None else cliprange_low
+    low = cliprange if cliprange_low is None else cliprange_low  # asymmetric clip-higher: DAPO arXiv:2503.14476
     high = cliprange if cliprange_high is None else cliprange_high
     advantages = _zero_padding(advantages, mask)
     log_ratio = _zero_padding(logprob - old_logprob, mask)  # (B, T); masked before exp so garbage gives no NaN grad
     ratio = torch.exp(log_ratio)  # (B, T) pi / pi_old
     pg_loss1 = -advantages * ratio
-    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - low, 1.0 + high)  # clipping: Schulman et al. 2017, Eq. 7
+    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - low, 1.0 + high)  # clipped surrogate: arXiv:1707.06347 Eq. 7
     pg_loss_max = torch.max(pg_loss1, pg_loss2)  # pessimistic bound: max of losses = min of objectives
     loss = masked_mean(pg_loss_max, mask)
     with torch.no_grad():
@@ -287,8 +294,9 @@ def value_loss(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped value loss: 0.5 * max((V - R)^2, (clip(V, V_old - eps_v, V_old + eps_v) - R)^2), masked mean.
 
-    Value clipping mirrors the policy clip (Schulman et al. 2017 baselines; TRL and CleanRL default to it). It often
-    does not help and can hurt (Andrychowicz et al. 2021, arXiv:2006.05990), hence `clip=False`. Note that
+    Value clipping comes from OpenAI Baselines' PPO2, not from the PPO paper; TRL and CleanRL default to it. It often
+    does not help and can hurt (Andrychowicz et al. 2021, "What matters in on-policy RL", arXiv:2006.05990), hence
+    `clip=False`. Note that
     `cliprange_value` is in the units of the rewards: rescale it if the scores are large.
 
     Args:
@@ -321,13 +329,26 @@ def value_loss(
     return loss, info
 
 
-def entropy_from_logits(logits: Tensor) -> Tensor:
+def entropy_from_logits(logits: Tensor, *, chunk_size: int | None = None) -> Tensor:
     """Entropy of the categorical distribution given by `logits`: `(..., V) -> (...)`.
 
-    H = logsumexp(z) - sum_i p_i z_i, computed as -sum_i p_i log p_i with `log_softmax`, so it is stable for large
-    logits. Entries at -inf (masked vocabulary) contribute 0, with finite gradients.
+    H = -sum_i p_i log p_i with log p from `log_softmax` (logsumexp-stable for large logits). Entries at -inf (masked
+    vocabulary) contribute 0, with finite gradients. Computed in the dtype of `logits`.
+
+    Args:
+        logits: `(..., V)`, e.g. `(B, T, V)`.
+        chunk_size: if set, process this many rows of the flattened `(N, V)` logits at a time, so the temporaries of
+            a long `(B, T, V)` batch never exist all at once (most useful under `torch.no_grad()`).
     """
-    logp = torch.log_softmax(logits, dim=-1)  # logsumexp-stable log-probs
+    if chunk_size is None:
+        return _entropy(logits)
+    flat = logits.reshape(-1, logits.shape[-1])  # (N, V)
+    entropy = torch.cat([_entropy(chunk) for chunk in flat.split(chunk_size)])  # (N,)
+    return entropy.reshape(logits.shape[:-1])
+
+
+def _entropy(logits: Tensor) -> Tensor:
+    logp = torch.log_softmax(logits, dim=-1)  # (..., V)
     p = logp.exp()
     logp = torch.where(p > 0, logp, torch.zeros((), dtype=logp.dtype, device=logp.device))  # 0 * log 0 := 0
     return -(p * logp).sum(dim=-1)
