@@ -2,4 +2,16 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+from trl_ppo_plus.config import PPOConfig  # noqa: E402
+from trl_ppo_plus.kl_control import AdaptiveKLController, FixedKLController, PIDKLController  # noqa: E402
+from trl_ppo_plus.trainer import PPOTrainer  # noqa: E402
+
+
+__all__ = [
+    "AdaptiveKLController",
+    "FixedKLController",
+    "PIDKLController",
+    "PPOConfig",
+    "PPOTrainer",
+    "__version__",
+]

@@ -1,0 +1,253 @@
+"""PPOConfig: TRL's GRPOConfig plus the PPO fields (critic, GAE, clipping, KL control), every field documented."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from trl import GRPOConfig
+
+
+KL_ESTIMATORS = ("k1", "k2", "k3")
+KL_PENALTIES = ("reward", "loss")
+
+
+def _cuda_bf16() -> bool:
+    import torch
+
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+@dataclass
+class PPOConfig(GRPOConfig):
+    r"""
+    Configuration for [`PPOTrainer`]: everything [`trl.GRPOConfig`] has (generation, vLLM, PEFT, logging), plus PPO.
+
+    One *rollout* generates `generation_batch_size` completions (per process: `per_device_train_batch_size ×
+    gradient_accumulation_steps × num_mini_batches`), scores them, estimates advantages with GAE against the critic,
+    then runs `num_ppo_epochs` passes over it, each split into `num_mini_batches` optimizer steps.
+
+    Parameters:
+        > PPO objective
+
+        cliprange (`float`, *optional*, defaults to `0.2`):
+            Clip range ε of the surrogate objective: how far the new policy may move from the rollout policy per
+            update. Usually 0.1–0.3 (Schulman et al. 2017).
+        cliprange_value (`float`, *optional*, defaults to `0.2`):
+            Clip range of the value prediction around the rollout-time value.
+        vf_coef (`float`, *optional*, defaults to `0.1`):
+            Weight of the value loss in the total loss. TRL used 0.1, CleanRL 0.5.
+        clip_value_loss (`bool`, *optional*, defaults to `True`):
+            Use the clipped value loss 0.5·max((V−R)², (clip(V)−R)²); `False` gives the plain squared error.
+        gamma (`float`, *optional*, defaults to `1.0`):
+            Discount factor of GAE, in (0, 1]. 1.0 is the RLHF convention (episodes are short and finite).
+        lam (`float`, *optional*, defaults to `0.95`):
+            GAE λ in [0, 1]: 0 is one-step TD (low variance, biased), 1 is Monte-Carlo returns (unbiased, noisy).
+        whiten_rewards (`bool`, *optional*, defaults to `False`):
+            Whiten the per-token rewards (scale only, mean kept) before GAE.
+        whiten_advantages (`bool`, *optional*, defaults to `True`):
+            Whiten the advantages over the rollout batch (masked mean and variance).
+        num_ppo_epochs (`int`, *optional*, defaults to `4`):
+            Passes over each rollout batch. Alias of GRPO's `num_iterations`.
+        num_mini_batches (`int`, *optional*, defaults to `1`):
+            Optimizer steps per epoch: the rollout batch is split into this many mini-batches.
+        target_kl_early_stop (`float` or `None`, *optional*, defaults to `None`):
+            When set, skip the remaining mini-batches and epochs of an update once the approximate KL between the
+            rollout policy and the current policy exceeds `1.5 × target_kl_early_stop` (OpenAI baselines, Spinning
+            Up). Usually 0.01–0.05. `None` disables it.
+
+        > Rewards and the KL penalty
+
+        kl_coef (`float`, *optional*, defaults to `0.05`):
+            Initial KL coefficient β. A GRPO script's non-zero `beta` is read as `kl_coef`.
+        kl_estimator (`str`, *optional*, defaults to `"k1"`):
+            Per-token KL estimator between policy and reference: `"k1"` (−log r), `"k2"` (½(log r)²) or `"k3"`
+            ((r−1)−log r), http://joschu.net/blog/kl-approx.html.
+        kl_penalty (`str`, *optional*, defaults to `"reward"`):
+            `"reward"`: −β·KL per token inside the reward (InstructGPT, Ziegler et al. 2019). `"loss"`: β·KL added
+            to the loss (L_total = L_CLIP − β·KL, as in GRPO).
+        kl_controller (`str`, *optional*, defaults to `"fixed"`):
+            How β evolves: `"fixed"`, `"adaptive"` (Ziegler et al. 2019) or `"pid"`.
+        kl_target (`float`, *optional*, defaults to `6.0`):
+            Target KL (nats per sequence, summed over tokens) of the adaptive and PID controllers.
+        kl_horizon (`int`, *optional*, defaults to `10000`):
+            Horizon of the adaptive controller, in episodes: larger moves β more slowly.
+        kl_pid_kp, kl_pid_ki, kl_pid_kd (`float`):
+            Gains of the PID controller on log β (see `trl_ppo_plus.kl_control.PIDKLController`).
+        kl_coef_min, kl_coef_max (`float`):
+            Bounds of β for the PID controller.
+        missing_eos_penalty (`float` or `None`, *optional*, defaults to `None`):
+            Subtracted from the score of completions that end without an EOS token.
+        entropy_coef (`float`, *optional*, defaults to `0.0`):
+            Weight of the entropy bonus in the loss.
+
+        > Models
+
+        value_model_path (`str` or `None`, *optional*, defaults to `None`):
+            Path or Hub id of a `AutoModelForSequenceClassification(num_labels=1)` critic. `None`: a value head on
+            the policy (or the QLoRA value adapter from `trl_ppo_plus.modeling`).
+        reward_model_path (`str` or `None`, *optional*, defaults to `None`):
+            Path or Hub id of a reward model, added to `reward_funcs`.
+        local_rollout_forward_batch_size (`int` or `None`, *optional*, defaults to `None`):
+            Batch size of the no-grad forward passes of a rollout (policy, reference, critic). `None`:
+            `per_device_train_batch_size`.
+
+        > Old TRL (≤ 1.12) names, accepted so that stranded scripts keep running
+
+        total_episodes (`int` or `None`): episodes to train on; sets `max_steps`.
+        response_length (`int` or `None`): alias of `max_completion_length`.
+        stop_token (`str` or `None`): `"eos"` stops completions at the EOS token (always the case here).
+        stop_token_id (`int` or `None`): an extra token id that ends completions.
+        num_sample_generations (`int`): accepted for compatibility; use the evaluation callbacks instead.
+        sft_model_path (`str` or `None`): the policy to start from when the trainer gets no `model`.
+        model_adapter_name / ref_adapter_name (`str` or `None`): PEFT adapters used as policy / reference.
+    """
+
+    # Overridden GRPO / Trainer defaults: PPO conventions (TRL ≤ 1.12).
+    learning_rate: float = field(default=3e-6, metadata={"help": "Initial learning rate (AdamW)."})
+    num_generations: int = field(
+        default=1,
+        metadata={"help": "Completions per prompt. PPO's baseline is the critic, so 1 is enough; groups allowed."},
+    )
+    temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (TRL PPO's default)."})
+    disable_dropout: bool = field(default=True, metadata={"help": "Turn dropout off (PPO ratios need it off)."})
+    entropy_coef: float = field(default=0.0, metadata={"help": "Weight of the entropy bonus in the loss."})
+
+    # PPO objective
+    cliprange: float = field(default=0.2, metadata={"help": "Clip range ε of the surrogate objective (0.1–0.3)."})
+    cliprange_value: float = field(default=0.2, metadata={"help": "Clip range of the value prediction."})
+    vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss (TRL 0.1, CleanRL 0.5)."})
+    clip_value_loss: bool = field(default=True, metadata={"help": "Use the clipped value loss 0.5·max(...)."})
+    gamma: float = field(default=1.0, metadata={"help": "GAE discount γ in (0, 1]."})
+    lam: float = field(default=0.95, metadata={"help": "GAE λ in [0, 1]."})
+    whiten_rewards: bool = field(default=False, metadata={"help": "Whiten per-token rewards before GAE."})
+    whiten_advantages: bool = field(default=True, metadata={"help": "Whiten advantages over the rollout batch."})
+    num_ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch."})
+    num_mini_batches: int = field(default=1, metadata={"help": "Optimizer steps per epoch over a rollout."})
+    target_kl_early_stop: float | None = field(
+        default=None,
+        metadata={"help": "Stop an update early when approx KL to the rollout policy exceeds 1.5× this (0.01–0.05)."},
+    )
+
+    # Rewards and the KL penalty
+    kl_coef: float = field(default=0.05, metadata={"help": "Initial KL coefficient β."})
+    kl_estimator: str = field(default="k1", metadata={"help": "Per-token KL estimator: k1, k2 or k3."})
+    kl_penalty: str = field(default="reward", metadata={"help": "Where the KL goes: 'reward' (per token) or 'loss'."})
+    kl_controller: str = field(default="fixed", metadata={"help": "β schedule: 'fixed', 'adaptive' or 'pid'."})
+    kl_target: float = field(default=6.0, metadata={"help": "Target summed KL per sequence (adaptive, pid)."})
+    kl_horizon: int = field(default=10000, metadata={"help": "Adaptive controller horizon, in episodes."})
+    kl_pid_kp: float = field(default=0.5, metadata={"help": "PID proportional gain (on log β)."})
+    kl_pid_ki: float = field(default=0.05, metadata={"help": "PID integral gain (on log β)."})
+    kl_pid_kd: float = field(default=0.0, metadata={"help": "PID derivative gain (on log β)."})
+    kl_coef_min: float = field(default=1e-4, metadata={"help": "Lower bound of β (pid)."})
+    kl_coef_max: float = field(default=10.0, metadata={"help": "Upper bound of β (pid)."})
+    missing_eos_penalty: float | None = field(
+        default=None, metadata={"help": "Subtracted from the score of completions without an EOS token."}
+    )
+
+    # Models
+    value_model_path: str | None = field(default=None, metadata={"help": "Path/id of a seq-cls critic model."})
+    reward_model_path: str | None = field(default=None, metadata={"help": "Path/id of a reward model."})
+    local_rollout_forward_batch_size: int | None = field(
+        default=None, metadata={"help": "Batch size of the no-grad rollout forwards (default: per-device batch)."}
+    )
+
+    # Old TRL (<= 1.12) PPOConfig names
+    total_episodes: int | None = field(default=None, metadata={"help": "Episodes to train on; sets max_steps."})
+    response_length: int | None = field(default=None, metadata={"help": "Alias of max_completion_length."})
+    stop_token: str | None = field(default=None, metadata={"help": "'eos': completions stop at EOS."})
+    stop_token_id: int | None = field(default=None, metadata={"help": "Extra token id that ends completions."})
+    num_sample_generations: int = field(default=10, metadata={"help": "Accepted for compatibility (TRL ≤ 1.12)."})
+    sft_model_path: str | None = field(default=None, metadata={"help": "Policy to start from when none is given."})
+    model_adapter_name: str | None = field(default=None, metadata={"help": "PEFT adapter used as the policy."})
+    ref_adapter_name: str | None = field(default=None, metadata={"help": "PEFT adapter used as the reference."})
+
+    def __post_init__(self):
+        self._validate_ppo_fields()  # before anything heavy: bad input fails first, naming the field
+        if self.beta:  # a GRPO script's `beta` becomes PPO's initial β; GRPO's own KL term stays off
+            self.kl_coef, self.beta = self.beta, 0.0
+        if self.response_length is not None:
+            self.max_completion_length = self.response_length
+        self.num_iterations = self.num_ppo_epochs
+        if self.bf16 is None:  # TRL defaults to bf16, which fails on CPU-only machines: bf16 on a GPU, fp32 on CPU
+            self.bf16 = not self.fp16 and _cuda_bf16()
+        if self.generation_batch_size is None and self.steps_per_generation is None:
+            self.steps_per_generation = self.gradient_accumulation_steps * self.num_mini_batches
+
+        # GRPOConfig refuses num_generations < 2 (its baseline is the group mean); PPO's baseline is the critic, so
+        # we accept 1. That check is GRPOConfig.__post_init__'s last but the vLLM sampling-correction checks, which
+        # `_after_group_size_check` re-runs (tests/test_upstream_hooks.py pins the upstream source we rely on).
+        try:
+            super().__post_init__()
+        except ValueError as err:
+            if self.num_generations != 1 or "at least 2 generations" not in str(err):
+                raise
+            self._after_group_size_check()
+
+        mini_batch = self.generation_batch_size // self.num_mini_batches if self.num_mini_batches else 0
+        if self.generation_batch_size % self.num_mini_batches or mini_batch % (
+            self.per_device_train_batch_size * self.world_size
+        ):
+            raise ValueError(
+                f"num_mini_batches={self.num_mini_batches} must divide the rollout batch (generation_batch_size="
+                f"{self.generation_batch_size}) into mini-batches that are multiples of the global micro-batch "
+                f"(per_device_train_batch_size × processes = {self.per_device_train_batch_size * self.world_size})."
+            )
+        if self.total_episodes is not None:
+            updates = math.ceil(self.total_episodes / self.generation_batch_size)
+            self.max_steps = updates * self.num_ppo_epochs * self.num_mini_batches
+
+    def _after_group_size_check(self):
+        """The checks GRPOConfig.__post_init__ runs after its group-size check (vLLM importance sampling)."""
+        if self.vllm_importance_sampling_cap is not None:
+            self.vllm_importance_sampling_clip_max = self.vllm_importance_sampling_cap
+        low, high = self.vllm_importance_sampling_clip_min, self.vllm_importance_sampling_clip_max
+        if low is not None and high is not None and low >= high:
+            raise ValueError(f"vllm_importance_sampling_clip_min ({low}) must be less than clip_max ({high}).")
+        truncating = self.vllm_importance_sampling_mode in ("token_truncate", "sequence_truncate")
+        if self.vllm_importance_sampling_correction and truncating and low is None and high is None:
+            raise ValueError("Set vllm_importance_sampling_clip_min or _clip_max with a *_truncate sampling mode.")
+
+    def _validate_ppo_fields(self):
+        from trl_ppo_plus.kl_control import validate_kl_control_args
+
+        def bad(name, value, why):
+            raise ValueError(f"PPOConfig.{name}={value!r} is invalid: {why}")
+
+        if not self.cliprange > 0:
+            bad("cliprange", self.cliprange, "it must be > 0 (usually 0.1–0.3)")
+        if not self.cliprange_value > 0:
+            bad("cliprange_value", self.cliprange_value, "it must be > 0")
+        if not 0 < self.gamma <= 1:
+            bad("gamma", self.gamma, "it must be in (0, 1]")
+        if not 0 <= self.lam <= 1:
+            bad("lam", self.lam, "it must be in [0, 1]")
+        if self.vf_coef < 0:
+            bad("vf_coef", self.vf_coef, "it must be >= 0")
+        if self.kl_estimator not in KL_ESTIMATORS:
+            bad("kl_estimator", self.kl_estimator, f"expected one of {KL_ESTIMATORS}")
+        if self.kl_penalty not in KL_PENALTIES:
+            bad("kl_penalty", self.kl_penalty, f"expected one of {KL_PENALTIES}")
+        if self.num_ppo_epochs < 1:
+            bad("num_ppo_epochs", self.num_ppo_epochs, "it must be >= 1")
+        if self.num_mini_batches < 1:
+            bad("num_mini_batches", self.num_mini_batches, "it must be >= 1")
+        if self.num_generations < 1:
+            bad("num_generations", self.num_generations, "it must be >= 1")
+        if self.target_kl_early_stop is not None and not self.target_kl_early_stop > 0:
+            bad("target_kl_early_stop", self.target_kl_early_stop, "it must be > 0 or None")
+        if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
+            bad("missing_eos_penalty", self.missing_eos_penalty, "it is subtracted from the score, so it must be >= 0")
+        if self.stop_token not in (None, "eos"):
+            bad("stop_token", self.stop_token, "only 'eos' is supported (use stop_token_id for another token)")
+        validate_kl_control_args(
+            self.kl_controller,
+            self.kl_coef if not self.beta else self.beta,
+            self.kl_target,
+            self.kl_horizon,
+            self.kl_pid_kp,
+            self.kl_pid_ki,
+            self.kl_pid_kd,
+            self.kl_coef_min,
+            self.kl_coef_max,
+        )

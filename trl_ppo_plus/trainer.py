@@ -1,0 +1,442 @@
+"""PPOTrainer: TRL's GRPOTrainer with a learned critic, GAE, the clipped PPO objective and KL control.
+
+Everything about data, generation (transformers or vLLM), reward functions, PEFT, logging and checkpoints is
+inherited from `trl.GRPOTrainer`. This class overrides a small, named set of its hooks
+(`tests/test_upstream_hooks.py` fails loudly if upstream changes them):
+
+- `_generate_and_score_completions`: one PPO rollout. Generate with GRPO's `_generate`, score with GRPO's
+  `_calculate_rewards`, then compute policy / reference log-probs and values, the per-token rewards
+  (−β·KL + score on the last token), GAE advantages and returns, whitening, and the KL-controller update.
+- `_compute_loss`: the clipped policy loss + vf_coef × clipped value loss (− entropy bonus, + β·KL in loss mode).
+- `training_step`: skips the rest of an update after a `target_kl_early_stop` trigger.
+- `_save`, `_load_optimizer_and_scheduler`: the critic and the KL controller travel with every checkpoint.
+- `create_model_card`: our template from `model_cards/`.
+
+GRPO's batching maps onto PPO's as: rollout batch = `generation_batch_size`; `num_ppo_epochs` = `num_iterations`;
+a mini-batch = one optimizer step = `gradient_accumulation_steps` micro-batches of `per_device_train_batch_size`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+
+import torch
+from accelerate.utils import is_peft_model
+from torch import nn
+from transformers import AutoModelForSequenceClassification
+from trl import GRPOTrainer
+from trl.models.utils import disable_gradient_checkpointing
+from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model, pad, use_adapter
+
+from trl_ppo_plus import ppo_math
+from trl_ppo_plus.config import PPOConfig
+from trl_ppo_plus.kl_control import build_kl_controller
+from trl_ppo_plus.validation import check_models_before_loading
+from trl_ppo_plus.value import AdapterCritic, SeparateCritic, SharedTrunkCritic
+
+
+CRITIC_ATTR = "ppo_critic"  # the critic is a submodule of the policy, so DDP, the optimizer and `.to()` see it
+VALUE_MODEL_DIR = "value_model"
+KL_CONTROLLER_FILE = "kl_controller.json"
+
+
+class PPOTrainer(GRPOTrainer):
+    """Proximal Policy Optimization (Schulman et al. 2017, arXiv:1707.06347) for language models, on TRL 1.16.
+
+    A drop-in for `GRPOTrainer` (swap the class and config names) and for TRL ≤ 1.12's `PPOTrainer`:
+
+    ```python
+    >>> from trl_ppo_plus import PPOConfig, PPOTrainer
+    >>> from trl_ppo_plus.rewards import math_accuracy_reward
+    >>> trainer = PPOTrainer(
+    ...     model="Qwen/Qwen2.5-0.5B-Instruct",
+    ...     reward_funcs=math_accuracy_reward,
+    ...     args=PPOConfig(output_dir="ppo-gsm8k", kl_controller="adaptive"),
+    ...     train_dataset=dataset,
+    ... )
+    >>> trainer.train()
+    ```
+
+    Args:
+        model: policy, as for `GRPOTrainer` (id, path, `PreTrainedModel` or `PeftModel`; the QLoRA policy and value
+            adapters of `trl_ppo_plus.modeling.load_policy_and_value` are recognised).
+        reward_funcs: as for `GRPOTrainer` (callables, reward-model ids/objects, async functions), weighted by
+            `args.reward_weights`. May be omitted when `reward_model` or `args.reward_model_path` is given.
+        value_model: a `AutoModelForSequenceClassification(num_labels=1)` critic (object, id or path). `None`
+            (and no `args.value_model_path`): a value head on the policy's trunk, or the model's own QLoRA critic.
+        ref_model: the reference policy. `None`: the policy with its adapters disabled under PEFT, else a frozen
+            copy of the initial policy.
+        reward_model: TRL ≤ 1.12's name for a reward model; appended to `reward_funcs`.
+        Everything else is passed to `GRPOTrainer`.
+    """
+
+    _tag_names = ["trl", "ppo", "rlhf", "trl-ppo-plus"]
+    _name = "PPO"
+    _paper = {
+        "title": "Proximal Policy Optimization Algorithms",
+        "id": "1707.06347",
+        "citation": "@article{schulman2017proximal, title={Proximal Policy Optimization Algorithms}, "
+        "author={Schulman, John and Wolski, Filip and Dhariwal, Prafulla and Radford, Alec and Klimov, Oleg}, "
+        "journal={arXiv preprint arXiv:1707.06347}, year={2017}}",
+    }
+
+    def __init__(
+        self,
+        model=None,
+        reward_funcs=None,
+        args: PPOConfig | None = None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        value_model=None,
+        ref_model=None,
+        callbacks=None,
+        peft_config=None,
+        reward_model=None,
+        data_collator=None,
+        optimizers=(None, None),
+        reward_processing_classes=None,
+        quantization_config=None,
+        **kwargs,
+    ):
+        from trl_ppo_plus.legacy import adapt_legacy_call
+
+        (model, args, train_dataset, eval_dataset, processing_class) = adapt_legacy_call(
+            model, args, train_dataset, eval_dataset, processing_class
+        )
+        if args is None:
+            name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
+            args = PPOConfig(f"{str(name).rstrip('/').split('/')[-1]}-PPO")
+        if not isinstance(args, PPOConfig):
+            raise TypeError(f"PPOTrainer needs a PPOConfig, got args of type {type(args).__name__}")
+        if data_collator is not None:
+            raise ValueError("PPOTrainer builds its own rollout batches; `data_collator` must be None.")
+
+        # Rewards: reward_funcs + TRL <= 1.12's reward_model + args.reward_model_path.
+        reward_funcs = [] if reward_funcs is None else list(reward_funcs) if isinstance(reward_funcs, list) else [
+            reward_funcs
+        ]
+        if reward_model is not None:
+            reward_funcs.append(reward_model)
+        if args.reward_model_path is not None:
+            reward_funcs.append(args.reward_model_path)
+        if value_model is None:
+            value_model = args.value_model_path
+        if model is None:
+            model = args.sft_model_path
+        # Bad input fails here, before any model loads.
+        check_models_before_loading(model, reward_funcs, value_model, processing_class, kwargs)
+
+        super().__init__(
+            model=model,
+            reward_funcs=reward_funcs,
+            args=args,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            reward_processing_classes=reward_processing_classes,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            quantization_config=quantization_config,
+            peft_config=peft_config,
+            **kwargs,
+        )
+        if args.stop_token_id is not None and args.stop_token_id not in self.eos_token_ids:
+            self.eos_token_ids = [*self.eos_token_ids, args.stop_token_id]
+            if hasattr(self, "generation_config"):
+                self.generation_config.eos_token_id = self.eos_token_ids
+
+        self._setup_critic(value_model)
+        self._setup_reference(ref_model)
+        self.kl_ctl = build_kl_controller(
+            args.kl_controller,
+            kl_coef=args.kl_coef,
+            kl_target=args.kl_target,
+            kl_horizon=args.kl_horizon,
+            kl_pid_kp=args.kl_pid_kp,
+            kl_pid_ki=args.kl_pid_ki,
+            kl_pid_kd=args.kl_pid_kd,
+            kl_coef_min=args.kl_coef_min,
+            kl_coef_max=args.kl_coef_max,
+        )
+        self.init_kl_coef = self.kl_ctl.value
+        self._rollout_kl_coef = self.kl_ctl.value  # β of the rollout being trained on
+        self._update_stopped_early = False
+        self._episodes = 0
+
+    # ------------------------------------------------------------------ models
+    @property
+    def _policy(self) -> nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    @property
+    def critic(self) -> nn.Module:
+        return getattr(self._policy, CRITIC_ATTR)
+
+    def _setup_critic(self, value_model) -> None:
+        policy = self._policy
+        if getattr(policy, CRITIC_ATTR, None) is not None:  # e.g. trl_ppo_plus.modeling.load_policy_and_value
+            critic = getattr(policy, CRITIC_ATTR)
+        elif value_model is not None:
+            if isinstance(value_model, str):
+                init_kwargs = {k: v for k, v in (self.args.model_init_kwargs or {}).items() if k != "device_map"}
+                value_model = AutoModelForSequenceClassification.from_pretrained(value_model, num_labels=1, **init_kwargs)
+            if self.args.disable_dropout:
+                disable_dropout_in_model(value_model)
+            critic = SeparateCritic(value_model)
+        else:
+            critic = SharedTrunkCritic(policy.config.get_text_config().hidden_size)
+        if CRITIC_ATTR not in policy._modules:
+            policy.add_module(CRITIC_ATTR, critic)
+        critic.to(self.accelerator.device)
+        (critic.head if isinstance(critic, AdapterCritic) else critic).requires_grad_(True)
+
+    def _setup_reference(self, ref_model) -> None:
+        """The reference: a given model; the adapters switched off under PEFT; or a frozen copy of the policy."""
+        self._ref_adapter = self.args.ref_adapter_name
+        if isinstance(ref_model, str):
+            ref_model = self._load_like_policy(ref_model)
+        if ref_model is None and (is_peft_model(self._policy) or not self._needs_reference()):
+            self.ref_model = None
+            return
+        if ref_model is None:
+            with self._without_critic() as _:
+                ref_model = copy.deepcopy(self._policy)
+            ref_model.__dict__.pop("forward", None)  # drop the copied fused-head patch; re-added below
+        ref_model.eval().requires_grad_(False)
+        add_fused_lm_head(ref_model, temperature=self.temperature, cast_lm_head_to_fp32=self.args.cast_lm_head_to_fp32)
+        self.ref_model = self.accelerator.prepare_model(ref_model, evaluation_mode=True)
+
+    def _load_like_policy(self, path: str) -> nn.Module:
+        from trl.trainer.utils import create_model_from_path
+
+        init_kwargs = dict(self.args.model_init_kwargs or {})
+        init_kwargs.setdefault("trust_remote_code", self.args.trust_remote_code)
+        return create_model_from_path(path, **init_kwargs)
+
+    def _needs_reference(self) -> bool:
+        return not (self.args.kl_controller == "fixed" and self.args.kl_coef == 0.0)
+
+    @contextlib.contextmanager
+    def _without_critic(self):
+        """Temporarily detach the critic from the policy (to save / load / copy the policy alone)."""
+        policy = self._policy
+        critic = policy._modules.pop(CRITIC_ATTR, None)
+        try:
+            yield critic
+        finally:
+            if critic is not None:
+                policy._modules[CRITIC_ATTR] = critic
+
+    # ------------------------------------------------------------------ forward passes
+    def _policy_logps_and_values(self, model, input_ids, attention_mask, logits_to_keep, batch_size, entropy=False):
+        """Per-token log-probs `(B, C)`, entropies `(B, C)` or None, and values `(B, C)` of the completion."""
+        critic = self.critic
+        if critic.shares_policy_forward:  # one pass: the head reads the trunk's hidden states
+            with critic.capture(self._policy) as captured:
+                logps, ent, _ = self._get_per_token_logps_and_entropies(
+                    model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy=entropy
+                )
+            return logps, ent, critic.values_from_capture(captured, logits_to_keep)
+        logps, ent, _ = self._get_per_token_logps_and_entropies(
+            model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy=entropy
+        )
+        step = batch_size or input_ids.size(0)
+        values = torch.cat(
+            [
+                critic(self._policy, input_ids[i : i + step], attention_mask[i : i + step], logits_to_keep)
+                for i in range(0, input_ids.size(0), step)
+            ]
+        )
+        return logps, ent, values
+
+    def _reference_logps(self, input_ids, attention_mask, logits_to_keep, batch_size):
+        if self.ref_model is not None:
+            model, ctx = self.ref_model, contextlib.nullcontext()
+        elif is_peft_model(self._policy):
+            model, ctx = self.model, use_adapter(self._policy, adapter_name=self._ref_adapter)
+        else:
+            return None
+        with ctx:
+            logps, _, _ = self._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size
+            )
+        return logps
+
+    # ------------------------------------------------------------------ rollout
+    def _generate_and_score_completions(self, inputs):
+        """One PPO rollout (issue #3, steps 1–7), returning the tensors `_compute_loss` trains on."""
+        from trl_ppo_plus.rollout import score_and_log
+
+        device = self.accelerator.device
+        mode = "train" if self.model.training else "eval"
+        prompts = [x["prompt"] for x in inputs]
+        prompt_ids_list, completion_ids_list, tool_mask_list, completions, _, extra, _, _ = self._generate(prompts)
+
+        prompt_ids = pad([torch.tensor(p) for p in prompt_ids_list], self._tokenizer.pad_token_id, "left").to(device)
+        prompt_mask = pad([torch.ones(len(p), dtype=torch.long) for p in prompt_ids_list], 0, "left").to(device)
+        completion_ids = pad([torch.tensor(c) for c in completion_ids_list], self._tokenizer.pad_token_id).to(device)
+        completion_mask = pad([torch.ones(len(c), dtype=torch.long) for c in completion_ids_list], 0).to(device)
+        ended = torch.tensor([len(c) > 0 and c[-1] in self.eos_token_ids for c in completion_ids_list], device=device)
+        if self.mask_truncated_completions:
+            completion_mask = completion_mask * ended.unsqueeze(1).long()
+        loss_mask = completion_mask.float()
+        if tool_mask_list is not None:
+            loss_mask = loss_mask * pad([torch.tensor(m) for m in tool_mask_list], 1).to(device).float()
+
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (B, P+C)
+        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # (B, P+C)
+        logits_to_keep = completion_ids.size(1)
+        forward_bs = self.args.local_rollout_forward_batch_size or (
+            self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
+        )
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            old_logps, entropies, values = self._policy_logps_and_values(
+                self.model, input_ids, attention_mask, logits_to_keep, forward_bs, entropy=True
+            )
+            ref_logps = self._reference_logps(input_ids, attention_mask, logits_to_keep, forward_bs)
+        if ref_logps is None:
+            ref_logps = old_logps
+
+        for i, example in enumerate(inputs):  # fields returned by a rollout_func reach the reward functions
+            for key, value in extra.items():
+                example[key] = value[i] if isinstance(value, list) else value
+        rewards_per_func = self._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        local = slice(self.accelerator.process_index * len(prompts), (self.accelerator.process_index + 1) * len(prompts))
+        scores, scorable = score_and_log(self, mode, rewards_per_func, local, prompts, completions)
+        if self.args.missing_eos_penalty is not None:
+            scores = scores - self.args.missing_eos_penalty * (~ended).float()  # TRL's missing_eos_penalty
+        loss_mask = loss_mask * scorable.unsqueeze(1).float()  # completions no reward function scored: no signal
+
+        beta = self.kl_ctl.value  # the β of this rollout: rewards use the controller's value at rollout time
+        kl = ppo_math.kl_estimate(old_logps, ref_logps, self.args.kl_estimator) * loss_mask  # (B, C)
+        reward_beta = beta if self.args.kl_penalty == "reward" else 0.0
+        rewards, non_score_reward = ppo_math.per_token_rewards(scores, kl, loss_mask, reward_beta)
+        if self.args.whiten_rewards:
+            rewards = ppo_math.masked_whiten(rewards, loss_mask, shift_mean=False)
+        advantages, returns = ppo_math.gae_advantages(rewards, values, loss_mask, self.args.gamma, self.args.lam)
+        if self.args.whiten_advantages:
+            advantages = ppo_math.masked_whiten(advantages, loss_mask)
+
+        self._log_rollout(mode, beta, scores, kl, non_score_reward, entropies, loss_mask, ended)
+        if mode == "train":
+            self._rollout_kl_coef = beta
+            self._update_stopped_early = False
+        batch = {
+            "prompt_ids": prompt_ids,
+            "prompt_mask": prompt_mask,
+            "completion_ids": completion_ids,
+            "completion_mask": completion_mask,
+            "loss_mask": loss_mask,
+            "old_per_token_logps": old_logps,
+            "ref_per_token_logps": ref_logps,
+            "old_values": values,
+            "advantages": advantages,
+            "returns": returns,
+        }
+        return batch
+
+    def _log_rollout(self, mode, beta, scores, kl, non_score_reward, entropies, mask, ended) -> None:
+        gather = self.accelerator.gather
+        seq_kl = gather(kl.sum(1))  # KL summed over each completion, the controllers' measure
+        metrics = self._metrics[mode]
+        metrics["objective/kl"].append(seq_kl.mean().item())
+        metrics["objective/entropy"].append(gather((entropies * mask).sum(1)).mean().item())
+        metrics["objective/non_score_reward"].append(gather(non_score_reward.sum(1)).mean().item())
+        metrics["objective/rlhf_reward"].append(gather(scores + non_score_reward.sum(1)).mean().item())
+        metrics["objective/scores"].append(gather(scores).mean().item())
+        metrics["objective/kl_coef"].append(beta)
+        metrics["val/num_eos_tokens"].append(gather(ended.float()).sum().item())
+        if mode == "train":
+            n_steps = seq_kl.numel()  # episodes in this update, across all processes
+            self._episodes += n_steps
+            self.kl_ctl.update(seq_kl.mean().item(), n_steps)  # same value on every rank: β stays in sync
+            metrics["objective/kl_error"].append(float(getattr(self.kl_ctl, "last_error", 0.0)))
+            metrics["episode"].append(self._episodes)
+
+    # ------------------------------------------------------------------ loss
+    def training_step(self, model, inputs, num_items_in_batch):
+        if self._update_stopped_early and self.model.training:
+            self._step += 1  # keep GRPO's rollout bookkeeping moving; no forward, no gradient
+            return torch.tensor(0.0, device=self.accelerator.device)
+        return super().training_step(model, inputs, num_items_in_batch)
+
+    def _compute_loss(self, model, inputs):
+        """Clipped policy loss + vf_coef · clipped value loss − entropy_coef · entropy (+ β·KL in loss mode)."""
+        mode = "train" if self.model.training else "eval"
+        args = self.args
+        input_ids = torch.cat([inputs["prompt_ids"], inputs["completion_ids"]], dim=1)
+        attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
+        logits_to_keep = inputs["completion_ids"].size(1)
+        mask = inputs["loss_mask"]
+
+        logps, entropies, values = self._policy_logps_and_values(
+            model, input_ids, attention_mask, logits_to_keep, None, entropy=True
+        )
+        pg_loss, pg_info = ppo_math.policy_loss(
+            logps, inputs["old_per_token_logps"], inputs["advantages"], mask, args.cliprange
+        )
+        vf_loss, vf_info = ppo_math.value_loss(
+            values, inputs["old_values"], inputs["returns"], mask, args.cliprange_value, clip=args.clip_value_loss
+        )
+        entropy = ppo_math.masked_mean(entropies, mask) if mask.sum() > 0 else entropies.sum() * 0
+        loss = pg_loss + args.vf_coef * vf_loss - args.entropy_coef * entropy
+        if args.kl_penalty == "loss":
+            kl_loss = ppo_math.kl_penalty_loss(logps, inputs["ref_per_token_logps"], mask, args.kl_estimator)
+            loss = loss + self._rollout_kl_coef * kl_loss
+        if mode == "train":
+            loss = loss / self.current_gradient_accumulation_steps  # GRPO scales for gradient accumulation itself
+
+        def mean_over_ranks(x) -> float:
+            return self.accelerator.gather(torch.as_tensor(x, device=self.accelerator.device).float()).mean().item()
+
+        metrics = self._metrics[mode]
+        approxkl = mean_over_ranks(pg_info["approxkl"])
+        metrics["policy/approxkl_avg"].append(approxkl)
+        metrics["policy/clipfrac_avg"].append(mean_over_ranks(pg_info["clipfrac"]))
+        metrics["policy/entropy_avg"].append(mean_over_ranks(entropy.detach()))
+        metrics["loss/policy_avg"].append(mean_over_ranks(pg_loss.detach()))
+        metrics["loss/value_avg"].append(mean_over_ranks(vf_loss.detach()))
+        metrics["val/clipfrac_avg"].append(mean_over_ranks(vf_info["vf_clipfrac"]))
+        metrics["val/ratio"].append(mean_over_ranks(pg_info["ratio"]))
+        metrics["val/ratio_var"].append(mean_over_ranks(pg_info["ratio_var"]))
+        if mode == "train" and args.target_kl_early_stop is not None and approxkl > 1.5 * args.target_kl_early_stop:
+            self._update_stopped_early = True  # OpenAI baselines / Spinning Up: stop this update early
+            metrics["policy/early_stop"].append(1.0)
+        return loss
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save(self, output_dir: str | None = None, state_dict=None):
+        output_dir = output_dir or self.args.output_dir
+        if state_dict is not None:
+            state_dict = {k: v for k, v in state_dict.items() if f"{CRITIC_ATTR}." not in k}
+        with self._without_critic() as critic:
+            super()._save(output_dir, state_dict=state_dict)
+        critic_dir = os.path.join(output_dir, VALUE_MODEL_DIR)
+        if isinstance(critic, AdapterCritic):
+            critic.save(critic_dir, policy=self._policy)
+        else:
+            critic.save(critic_dir, self.processing_class)
+        with open(os.path.join(output_dir, KL_CONTROLLER_FILE), "w") as f:
+            json.dump({"kind": self.args.kl_controller, "state": self.kl_ctl.state_dict()}, f, indent=2)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        with self._without_critic():
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_optimizer_and_scheduler(self, checkpoint):
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is None:
+            return
+        critic_dir = os.path.join(checkpoint, VALUE_MODEL_DIR)
+        if os.path.isdir(critic_dir):
+            self.critic.load(critic_dir)
+        kl_file = os.path.join(checkpoint, KL_CONTROLLER_FILE)
+        if os.path.exists(kl_file):
+            with open(kl_file) as f:
+                self.kl_ctl.load_state_dict(json.load(f)["state"])
+            self._rollout_kl_coef = self.kl_ctl.value
+
