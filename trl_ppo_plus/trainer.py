@@ -116,9 +116,9 @@ class PPOTrainer(GRPOTrainer):
             raise ValueError("PPOTrainer builds its own rollout batches; `data_collator` must be None.")
 
         # Rewards: reward_funcs + TRL <= 1.12's reward_model + args.reward_model_path.
-        reward_funcs = [] if reward_funcs is None else list(reward_funcs) if isinstance(reward_funcs, list) else [
-            reward_funcs
-        ]
+        reward_funcs = (
+            [] if reward_funcs is None else list(reward_funcs) if isinstance(reward_funcs, list) else [reward_funcs]
+        )
         if reward_model is not None:
             reward_funcs.append(reward_model)
         if args.reward_model_path is not None:
@@ -183,7 +183,9 @@ class PPOTrainer(GRPOTrainer):
         elif value_model is not None:
             if isinstance(value_model, str):
                 init_kwargs = {k: v for k, v in (self.args.model_init_kwargs or {}).items() if k != "device_map"}
-                value_model = AutoModelForSequenceClassification.from_pretrained(value_model, num_labels=1, **init_kwargs)
+                value_model = AutoModelForSequenceClassification.from_pretrained(
+                    value_model, num_labels=1, **init_kwargs
+                )
             if self.args.disable_dropout:
                 disable_dropout_in_model(value_model)
             critic = SeparateCritic(value_model)
@@ -305,7 +307,9 @@ class PPOTrainer(GRPOTrainer):
             for key, value in extra.items():
                 example[key] = value[i] if isinstance(value, list) else value
         rewards_per_func = self._calculate_rewards(inputs, prompts, completions, completion_ids_list)
-        local = slice(self.accelerator.process_index * len(prompts), (self.accelerator.process_index + 1) * len(prompts))
+        local = slice(
+            self.accelerator.process_index * len(prompts), (self.accelerator.process_index + 1) * len(prompts)
+        )
         scores, scorable = score_and_log(self, mode, rewards_per_func, local, prompts, completions)
         if self.args.missing_eos_penalty is not None:
             scores = scores - self.args.missing_eos_penalty * (~ended).float()  # TRL's missing_eos_penalty
@@ -354,7 +358,7 @@ class PPOTrainer(GRPOTrainer):
             n_steps = seq_kl.numel()  # episodes in this update, across all processes
             self._episodes += n_steps
             self.kl_ctl.update(seq_kl.mean().item(), n_steps)  # same value on every rank: β stays in sync
-            metrics["objective/kl_error"].append(float(getattr(self.kl_ctl, "last_error", 0.0)))
+            metrics["objective/kl_error"].append(float(self.kl_ctl.error))
             metrics["episode"].append(self._episodes)
 
     # ------------------------------------------------------------------ loss
@@ -439,4 +443,3 @@ class PPOTrainer(GRPOTrainer):
             with open(kl_file) as f:
                 self.kl_ctl.load_state_dict(json.load(f)["state"])
             self._rollout_kl_coef = self.kl_ctl.value
-

@@ -35,7 +35,9 @@ def check_models_before_loading(model, reward_funcs: list, value_model, processi
       `reward_funcs` with their own `reward_processing_classes` are re-tokenized by GRPO and may differ.)
     """
     if model is None:
-        raise ValueError("PPOTrainer needs a policy: pass `model=` (id, path or model) or set PPOConfig.sft_model_path")
+        raise ValueError(
+            "PPOTrainer needs a policy: pass `model=` (id, path or model) or set PPOConfig.sft_model_path"
+        )
     if not reward_funcs and kwargs.get("environment_factory") is None:
         raise ValueError(
             "PPOTrainer got no reward: reward_funcs=None, reward_model=None and PPOConfig.reward_model_path=None. "

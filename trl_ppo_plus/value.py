@@ -44,7 +44,9 @@ class ValueHead(nn.Module):
         from safetensors.torch import save_file
 
         os.makedirs(directory, exist_ok=True)
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, f"{directory}/{VALUE_HEAD_FILE}")
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, f"{directory}/{VALUE_HEAD_FILE}"
+        )
 
     def load(self, directory: str | os.PathLike) -> None:
         from safetensors.torch import load_file
