@@ -433,8 +433,11 @@ class PPOTrainer(GRPOTrainer):
 
     def _load_optimizer_and_scheduler(self, checkpoint):
         super()._load_optimizer_and_scheduler(checkpoint)
-        if checkpoint is None:
-            return
+        if checkpoint is not None:
+            self.load_ppo_state(checkpoint)
+
+    def load_ppo_state(self, checkpoint: str) -> None:
+        """Restore the critic weights and the KL controller saved in `checkpoint` (runs on resume)."""
         critic_dir = os.path.join(checkpoint, VALUE_MODEL_DIR)
         if os.path.isdir(critic_dir):
             self.critic.load(critic_dir)
