@@ -227,10 +227,21 @@ class SymbolicPool:
         active: dict[_Worker, list] = {}  # worker -> [item index, task id, start time or None until it is ready]
         hard_limit = _HARD_LIMIT_FACTOR * timeout + 1.0
 
+        failed_sends = 0
+
         def send(worker: _Worker) -> None:
+            nonlocal failed_sends
             index = queue.popleft()
             task_id = next(self._task_ids)
-            worker.outbox.send((task_id, *items[index], hard_limit))
+            try:
+                worker.outbox.send((task_id, *items[index], hard_limit))
+            except OSError:  # it died while idle (killed from outside): requeue the item, replace the worker
+                queue.appendleft(index)
+                self._discard(worker, replace=True)
+                failed_sends += 1
+                if failed_sends > 2 * self.num_workers:
+                    raise RuntimeError("math-verify workers keep dying; see their errors above") from None
+                return
             active[worker] = [index, task_id, time.monotonic() if worker.ready else None]
 
         try:
@@ -277,6 +288,28 @@ class SymbolicPool:
             for worker in active:  # interrupted (KeyboardInterrupt, a failed start): their state is unknown
                 self._discard(worker, replace=False)
         return results
+
+    def warm(self, timeout: float = _STARTUP_TIMEOUT) -> None:
+        """Start every worker and wait until each is ready, e.g. before training or before timing a call.
+
+        A deadline bounds the work on one item, not a worker's start (importing math-verify: about 0.5 s, more on
+        a loaded machine), which happens once per worker and after each kill, in the background.
+        """
+        with self._cond:
+            missing = max(0, self.num_workers - self._alive)
+            self._alive += missing
+        fresh = [_Worker(self.max_memory_mb) for _ in range(missing)]
+        with self._cond:
+            self._idle.extend(fresh)
+            self._cond.notify_all()
+        give_up = time.monotonic() + timeout
+        while True:
+            with self._cond:  # only idle workers: busy ones belong to another thread's call
+                if all(worker.poll_ready() for worker in self._idle):
+                    return
+            if time.monotonic() > give_up:
+                raise TimeoutError(f"math-verify workers not ready after {timeout} s")
+            time.sleep(0.01)
 
     def close(self) -> None:
         """Stop idle workers; workers busy in another thread's call are stopped when that call returns them."""
