@@ -62,7 +62,8 @@ class CodePassAtK(evaluate.Metric):
         extra = {} if timeout is None else {"timeout": timeout}
         num_samples, num_correct = [], []
         for candidates, tests in zip(predictions, references):
-            rewards = code_execution_reward(completions=list(candidates), tests=[tests] * len(candidates), **extra)
+            # One test snippet per problem, in the reward's `tests` column (a list of assert snippets per row).
+            rewards = code_execution_reward(completions=list(candidates), tests=[[tests]] * len(candidates), **extra)
             num_samples.append(len(candidates))
             num_correct.append(sum(1 for r in rewards if r is not None and r >= 1.0))
         return {f"pass@{kk}": mean_pass_at_k(num_samples, num_correct, kk) for kk in k}
