@@ -29,7 +29,7 @@ import transformers
 from transformers import GenerationConfig, TrainerCallback
 from transformers.utils import logging
 
-from trl_ppo_plus.metrics.estimators import maj_at_k, pass_at_k
+from trl_ppo_plus.metrics.estimators import mean_maj_at_k, mean_pass_at_k
 
 
 logger = logging.get_logger(__name__)
@@ -216,10 +216,8 @@ class VerifiableEvalCallback(TrainerCallback):
             records = gather_object(records)
         records = sorted((r for r in records if not r.pop("_pad")), key=lambda r: (r["kind"], r["index"], r["sample"]))
 
-        results = EvalResults(step=step, metrics=self._aggregate(records), records=records)
-        results.reward_names = list(self.reward_names)
-        self.last_results = results
-        return results
+        self.last_results = EvalResults(step, self._aggregate(records), records, list(self.reward_names))
+        return self.last_results
 
     @staticmethod
     def _shard(n: int, world: int, rank: int) -> tuple[list[int], list[bool]]:
@@ -346,13 +344,13 @@ class VerifiableEvalCallback(TrainerCallback):
             for r in samples:
                 by_prompt.setdefault(r["index"], []).append(r)
             groups = list(by_prompt.values())
+            num_correct = [sum(r["correct"] for r in g) for g in groups]
             for k in self.pass_k:
-                metrics[f"eval/pass@{k}"] = sum(
-                    pass_at_k(len(g), sum(r["correct"] for r in g), k) for g in groups
-                ) / len(groups)
-            metrics[f"eval/maj@{self.num_samples}"] = sum(
-                maj_at_k([r["answer"] for r in g], [r["correct"] for r in g]) for g in groups
-            ) / len(groups)
+                metrics[f"eval/pass@{k}"] = mean_pass_at_k([len(g) for g in groups], num_correct, k)
+            answers = [[r["answer"] for r in g] for g in groups]
+            metrics[f"eval/maj@{self.num_samples}"] = mean_maj_at_k(
+                answers, [[r["correct"] for r in g] for g in groups]
+            )
         for name in self.reward_names:
             values = [r["rewards"][name] for r in head if r["rewards"][name] is not None]
             if values:

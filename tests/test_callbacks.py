@@ -63,6 +63,39 @@ def test_maj_at_k_matches_hand_computed(answers, correct, expected):
     assert maj_at_k(answers, correct) is expected
 
 
+def test_eval_aggregation_matches_hand_computed():
+    evaluator = VerifiableEvalCallback(
+        [{"prompt": "p", "solution": "1"}], [contains_solution], num_samples=3, pass_k=(1, 3)
+    )
+    correct = {0: [True, False, False], 1: [False, False, False]}  # prompt 0: c = 1 of n = 3; prompt 1: c = 0
+    answers = {0: ["7", "5", "5"], 1: ["2", None, "3"]}
+    records = [
+        {
+            "kind": "greedy",
+            "index": i,
+            "sample": 0,
+            "correct": i == 0,
+            "length": 4 + i,
+            "rewards": {"contains_solution": float(i == 0)},
+        }
+        for i in (0, 1)
+    ]
+    records += [
+        {"kind": "sample", "index": i, "sample": j, "correct": correct[i][j], "answer": answers[i][j], "length": 9,
+         "rewards": {"contains_solution": float(correct[i][j])}}
+        for i in (0, 1) for j in range(3)
+    ]  # fmt: skip
+    metrics = evaluator._aggregate(records)
+    assert metrics == {
+        "eval/accuracy": 0.5,  # greedy: prompt 0 right, prompt 1 wrong
+        "eval/mean_length": 4.5,
+        "eval/pass@1": pytest.approx((1 / 3 + 0) / 2),
+        "eval/pass@3": 0.5,  # n = k: any correct sample
+        "eval/maj@3": 0.0,  # prompt 0 votes "5" (wrong), prompt 1 votes "2" (wrong)
+        "eval/rewards/contains_solution/mean": 0.5,
+    }
+
+
 # ---- scripted logs: guards --------------------------------------------------------------------------------------
 def _scripted(tmp_path, **kwargs):
     args = TrainingArguments(output_dir=str(tmp_path), report_to="none", **kwargs)
