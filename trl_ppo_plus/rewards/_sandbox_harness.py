@@ -4,9 +4,10 @@ The kernel does the hard isolation (namespaces, rlimits, uid). This module decid
 a program cannot *make the harness report a pass*:
 
 1. Every test is parsed, rewritten and compiled *before* the program runs, so patching `ast` or `compile` is too late.
-2. A pass needs a positive signal: after the last test, the harness reads a per-run token from fd 4 (written by the
-   supervisor after the fork) and writes `token + verdicts` to fd 3. Exiting early (`os._exit`, `sys.exit`, a crash)
-   or printing a marker on stdout produces no signal, so it scores 0.
+2. A pass needs a positive signal: after the last test, `token + verdicts` goes to fd 3. The per-run token is
+   written by the supervisor after the fork, read from fd 4 and closed before the program starts, and kept only by
+   an audit hook that writes it for the harness's own frame. Exiting early (`os._exit`, `sys.exit`, a crash),
+   printing a marker, or writing to fd 3 directly produces no valid signal, so it scores 0.
 3. Tests run with a fresh copy of the original builtins and restored stdlib modules; `check` and each test function
    are identity-checked against the code objects compiled in step 1.
 4. With `strict` (default), every value an assert compares must be of an exact builtin type (int, str, list, ...):
@@ -31,6 +32,7 @@ import types
 
 
 TEST_FILE = "<sandbox-test>"
+FINISH = "trl_sandbox.finish"
 PRELOAD = ("math", "cmath", "re", "collections", "itertools", "functools", "heapq", "bisect", "string", "operator",
            "copy", "typing", "random", "fractions", "decimal", "datetime", "statistics", "hashlib", "array")  # fmt: skip
 PLAIN = (int, float, complex, str, bytes, bytearray, bool, type(None), list, tuple, dict, set, frozenset, range, type,
@@ -143,18 +145,33 @@ def compile_test(source, strict):
     return code, fn_code
 
 
-def _audit_hook(network_block, proc_visible):
+def _audit_hook(network_block, proc_visible, token, frame):
+    """The only holder of the run's token. It writes `token + payload` to fd 3 for exactly one caller: the frame of
+    `run` that installed it, when it raises the `FINISH` event. The program never sees the token: it was read from
+    fd 4 (then closed) before the program started, and the hook is unreachable from Python (gc access is blocked)."""
     trusted = frozenset({TEST_FILE, _h_plain.__code__.co_filename})
 
-    def hook(event, args, _type=type, _fn=types.FunctionType, _str=str, _bytes=bytes, _trusted=trusted,
-             _err=RuntimeError, _blocked=ALWAYS_BLOCKED, _exec=EXEC_EVENTS, _net=network_block, _proc=proc_visible):  # fmt: skip
+    def hook(event, args, _type=type, _fn=types.FunctionType, _str=str, _bytes=bytes, _int=int, _tuple=tuple,
+             _trusted=trusted, _err=RuntimeError, _blocked=ALWAYS_BLOCKED, _exec=EXEC_EVENTS, _net=network_block,
+             _proc=proc_visible, _token=token, _frame=frame, _getframe=sys._getframe, _write=os.write):  # fmt: skip
+        if _type(event) is not _str or _type(args) is not _tuple:  # never run user-defined __eq__/__hash__ here
+            raise _err("sandbox: malformed audit event")
+        if event == FINISH:
+            if _getframe(1) is not _frame or _type(args[0]) is not _bytes:
+                raise _err("sandbox: forged completion signal")
+            message = _token + b"\n" + args[0]
+            while message:
+                message = message[_write(3, message) :]
+            return
         if event in _blocked or event[:7] == "ctypes.":
             raise _err(f"sandbox: {event} is not allowed")
         if event == "object.__setattr__" or event == "object.__delattr__":
             if _type(args[0]) is _fn and args[0].__code__.co_filename in _trusted:
                 raise _err("sandbox: the harness's functions are read-only")
         elif event == "socket.__new__":
-            if _net and args[1] != 1:  # AF_UNIX stays usable (socketpair); everything else is network
+            if _net and not (
+                _type(args[1]) is _int and args[1] == 1
+            ):  # AF_UNIX stays usable (socketpair); everything else is network
                 raise _err("sandbox: network access is disabled")
         elif event in ("socket.connect", "socket.bind", "socket.sendto", "socket.sendmsg"):
             addr = args[1]
@@ -285,7 +302,7 @@ def _run_stdio(program, inputs, out_cap, _exec=exec, _compile=compile, _type=typ
     return "ok", detail, verdicts, memory, outputs
 
 
-def run(job, network_block, proc_visible, _read=os.read, _write=os.write, _exit=os._exit, _dumps=marshal.dumps):
+def run(job, network_block, proc_visible, _exit=os._exit, _dumps=marshal.dumps, _audit=sys.audit):
     """Entry point in the runner. Compiles tests, locks the interpreter, runs the program, reports, exits."""
     strict, kind = bool(job.get("strict", True)), job["kind"]
     program, out_cap = str(job["program"]), int(job["limits"]["output_bytes"])
@@ -298,8 +315,9 @@ def run(job, network_block, proc_visible, _read=os.read, _write=os.write, _exit=
     del job
     mods = tuple((n, sys.modules[n], vars(sys.modules[n]), tuple(vars(sys.modules[n]).items()))
                  for n in PRELOAD if n in sys.modules)  # fmt: skip
-    bsnap, threads0 = tuple(vars(builtins).items()), _thread._count()
-    sys.addaudithook(_audit_hook(network_block, proc_visible))
+    bsnap, threads0, streams = tuple(vars(builtins).items()), _thread._count(), (sys.stdout, sys.stderr)
+    sys.addaudithook(_audit_hook(network_block, proc_visible, os.read(4, 64), sys._getframe()))
+    os.close(4)
     memory, outputs = 0, ()
     if kind == "broken":
         phase, detail, verdicts = "setup", "invalid test code: " + broken, ()
@@ -311,10 +329,12 @@ def run(job, network_block, proc_visible, _read=os.read, _write=os.write, _exit=
         payload = _dumps((phase, detail, verdicts, memory, outputs))
     except BaseException:
         payload = _dumps(("ok" if phase == "ok" else "error", "", verdicts, memory, ()))
-    token = _read(4, 64)  # only now: the token never sat in memory the program could read
-    message = token + b"\n" + payload
-    while message:
-        message = message[_write(3, message) :]
+    for stream in streams:  # our own TextIOWrappers (C code), not whatever the program put in sys.stdout
+        try:
+            stream.flush()
+        except BaseException:
+            pass
+    _audit(FINISH, payload)  # the hook adds the token and writes to fd 3
     _exit(0)
 
 
