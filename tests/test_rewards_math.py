@@ -21,7 +21,7 @@ from trl_ppo_plus.rewards import (
     verify_answer,
 )
 from trl_ppo_plus.rewards.math import FormatReward
-from trl_ppo_plus.rewards.math_extract import parse_number
+from trl_ppo_plus.rewards.math_exact import canonical, exact_equal, parse_number
 from trl_ppo_plus.rewards.math_verify_pool import TIMED_OUT, SymbolicPool, get_shared_pool
 
 
@@ -315,10 +315,60 @@ def test_parse_number(answer, expected):
     assert parse_number(answer) == expected
 
 
+# (pred, gold, expected): True / False decided in-process, None left to math-verify
+EXACT_CASES = [
+    (r"\sqrt{8}", r"2\sqrt{2}", True),
+    (r"\sqrt{8}", r"2\sqrt{3}", False),
+    (r"-2\sqrt{2}", r"-\sqrt{8}", True),
+    (r"-2\sqrt{2}", r"\sqrt{8}", False),
+    (r"\sqrt{4}", "2", True),
+    (r"\frac{\sqrt{2}}{2}", r"\frac{1}{2}\sqrt{2}", True),
+    (r"\frac{3\sqrt{2}}{4}", r"\frac{\sqrt{18}}{4}", True),
+    (r"\sqrt{2}/2", r"\frac{\sqrt{2}}{2}", True),
+    (r"\frac{\pi}{2}", r"\frac{1}{2}\pi", True),
+    (r"\frac{3\pi}{4}", r"0.75\pi", True),
+    (r"2\pi", r"\pi", False),
+    (r"0\pi", "0", True),
+    ("3.14", r"\pi", False),
+    (r"-\infty", r"-\infty", True),
+    (r"\{1, 2, 3\}", r"\{3,2,1\}", True),
+    (r"\{1, 2\}", r"\{1,2,3\}", False),
+    (r"\{\sqrt{4}, 1\}", r"\{1,2\}", True),
+    ("1, 2", r"\{2, 1\}", True),
+    (r"\emptyset", r"\varnothing", True),
+    ("[1, 2)", r"\left[1,2\right)", True),
+    ("[1, 2)", "(1, 2)", False),
+    (r"(-\infty, 3]", r"(-\infty,3]", True),
+    (r"x \in [1, 2)", "[1,2)", True),
+    ("(1, 2, 3)", "(1,2,3)", True),
+    ("(1, 3, 2)", "(1,2,3)", False),
+    ("[1, 2, 3]", "[1,2,3]", None),  # a list or a matrix row: math-verify decides
+    (r"[0,1] \cup [2,3]", r"[0,1]\cup[2,3]", None),
+    (r"\{1, 2\}", "(1, 2)", None),  # different kinds
+    ("x^2", "x^2", None),
+    (r"\sqrt{-1}", "i", None),
+    (r"\sqrt{x}", r"\sqrt{x}", None),
+]
+
+
+@pytest.mark.parametrize("pred, gold, expected", EXACT_CASES)
+def test_exact_equal_agrees_with_math_verify(pred, gold, expected):
+    assert exact_equal(pred, gold) is expected
+    if expected is not None and (pred, gold) != (r"\emptyset", r"\varnothing"):  # math-verify misreads \varnothing
+        assert get_shared_pool().check_many([(pred, gold)], timeout=30) == [(True, expected)]
+
+
+def test_canonical_is_bounded():
+    assert canonical("1" * 300) is None
+    assert canonical(r"\sqrt{1e99999}") is None
+
+
 def test_rel_tol():
     assert reward([r"\boxed{0.3333333}"], ["1/3"]) == [0.0]
     assert make_math_reward(rel_tol=1e-6)([r"\boxed{0.3333333}"], ["1/3"]) == [1.0]
     assert make_math_reward(rel_tol=1e-6)([r"\boxed{0.3334}"], ["1/3"]) == [0.0]
+    assert make_math_reward(rel_tol=1e-6)([r"\boxed{1.4142136}"], [r"\sqrt{2}"]) == [1.0]
+    assert reward([r"\boxed{1.4142136}"], [r"\sqrt{2}"]) == [0.0]
 
 
 def test_lenient_mode_takes_the_last_number():

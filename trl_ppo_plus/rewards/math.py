@@ -5,7 +5,8 @@
 Per completion:
     1. Read the text (a plain string, or the last message of a chat-formatted completion).
     2. Extract the final answer, and the gold answer from `solution` (`extract_answer`: boxed, `####`, "answer is").
-    3. If both are plain numbers, compare them exactly in-process (`fractions.Fraction`): the common case, no pool.
+    3. If both are plain numbers, or radicals, multiples of pi, sets, intervals or tuples of those, compare them
+       exactly in-process (`fractions.Fraction`, `math_exact.py`): the common case, no sympy, no pool.
     4. Otherwise check them with math-verify in a worker process with a hard deadline (`math_verify_pool.py`),
        the whole batch in parallel; identical (answer, gold) pairs are checked once and remembered.
 Scores: 1.0 correct, 0.0 wrong / answerless / timed out, None when the gold answer does not parse (TRL then skips
@@ -15,7 +16,8 @@ this reward for the sample).
 import threading
 from collections import OrderedDict
 
-from .math_extract import extract_answer, last_boxed, numbers_equal, parse_number, strip_math_delimiters
+from .math_exact import canonical, exact_equal, numbers_equal, parse_number
+from .math_extract import extract_answer, last_boxed, strip_math_delimiters
 from .math_verify_pool import TIMED_OUT, get_shared_pool
 
 
@@ -93,11 +95,15 @@ def score_answers(
             continue
         gold_number = parse_number(gold)
         pred_number = parse_number(pred)
-        if gold_number is not None and pred is None:
-            scores[i] = 0.0
-        elif gold_number is not None and pred_number is not None:
+        if gold_number is not None and pred_number is not None:
             scores[i] = float(numbers_equal(pred_number, gold_number, rel_tol))
-        else:  # symbolic: radicals, expressions, sets, intervals, tuples, matrices, or a gold only sympy can read
+            continue
+        exact = exact_equal(pred, gold, rel_tol)
+        if exact is not None:
+            scores[i] = float(exact)
+        elif pred is None and (gold_number is not None or canonical(gold) is not None):
+            scores[i] = 0.0  # no answer, and a gold we can read without sympy
+        else:  # expressions, matrices, unions, mixed kinds, or a gold only sympy can read
             pending[i] = (pred, gold)
     if pending:
         for i, verdict in zip(pending, _symbolic(list(pending.values()), timeout)):
