@@ -53,7 +53,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVA
     1 << 18,
 )
 MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_SET_NO_NEW_PRIVS = 1, 38
+PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
 WORLD_WRITABLE = ("/var/tmp", "/dev/shm", "/run/lock")  # bound to the private tmpfs so nothing lands on the host
 
 
@@ -229,6 +229,25 @@ def _kill_uid(uid):
     os.waitpid(pid, 0)
 
 
+def _reap_orphans(deadline):
+    """Fallback: as child subreaper, every escaped descendant ends up our child. Kill and reap until none is left."""
+    me = str(os.getpid())
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(-1, os.WNOHANG)[0]:
+                continue
+        except ChildProcessError:
+            return
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[1] == me:
+                        os.kill(int(pid), signal.SIGKILL)
+            except (OSError, IndexError):
+                pass
+        time.sleep(0.005)
+
+
 def _supervise(job, info):
     os.setsid()
     uid, limits = info["uid"], job["limits"]
@@ -248,6 +267,7 @@ def _supervise(job, info):
         workdir = tempfile.mkdtemp(prefix="trl-sandbox-")
         if info["root"]:
             os.chown(workdir, uid, uid)
+        _check(_libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))  # orphans become ours to kill and reap
     pipes = [os.pipe() for _ in range(4)]  # stdout, stderr, result, token
     start = time.monotonic()
     pid = os.fork()
@@ -296,6 +316,7 @@ def _supervise(job, info):
             pass
         if info["root"]:
             _kill_uid(uid)
+        _reap_orphans(time.monotonic() + 2.0)
     drain_until = time.monotonic() + 0.2
     while open_fds and time.monotonic() < drain_until:
         ready, _, _ = select.select(list(open_fds), [], [], 0.02)

@@ -1,0 +1,207 @@
+"""Attack suite for the local code sandbox: every program scores 0.0, returns within timeout + 1 s, and leaves the
+host unchanged (canary files intact, nothing written outside, no connection made, no stray process, parent alive).
+
+Programs that try to *leak* something (an env secret, a socket connection, the canary's content) turn the leak into
+a passing answer, so a leak shows up as a non-zero score, not only in the host checks.
+"""
+
+import os
+import signal
+import socket
+import threading
+import time
+
+import pytest
+
+from trl_ppo_plus.rewards.code import make_code_reward
+
+
+TIMEOUT = 1.0
+SECRET = "hf_FAKE_SECRET_for_sandbox_tests"
+TESTS = ["assert solve(1) == 2", "assert solve(5) == 6"]  # a correct solve() would be `return x + 1`
+WRONG = "\ndef solve(x):\n    return 0\n"
+LEAK = "\ndef solve(x):\n    return x + 1 if LEAKED else 0\n"  # passes only when the attack got through
+
+
+def _uid_range():
+    base = 0x40000000 + ((os.getpid() & 0xFFFF) << 10)  # see sandbox._sandbox_uid
+    return range(base, base + 1024)
+
+
+def sandbox_processes():
+    """Host pids of processes running as one of this test process's sandbox uids."""
+    uids, found = _uid_range(), []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                uid = next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
+        except (OSError, StopIteration):
+            continue
+        if uid in uids:
+            found.append(int(pid))
+    return found
+
+
+class Host:
+    """Things the attacks go after, and the checks that they are untouched."""
+
+    def __init__(self, root):
+        self.dir = root / "parent_dir"
+        self.dir.mkdir()
+        self.canary = self.dir / "canary.txt"
+        self.canary.write_text("canary")
+        self.connections = 0
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+        self.outside = [f"/tmp/sandbox-pwned-{os.getpid()}", f"/var/tmp/sandbox-pwned-{os.getpid()}",
+                        f"/dev/shm/sandbox-pwned-{os.getpid()}", str(root / "pwned.txt")]  # fmt: skip
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.close()
+
+    def fmt(self, program):
+        return program.format(
+            canary=str(self.canary), dir=str(self.dir), port=self.port, ppid=os.getpid(), outside=self.outside
+        )
+
+    def assert_unchanged(self):
+        assert self.canary.read_text() == "canary"
+        assert sorted(p.name for p in self.dir.iterdir()) == ["canary.txt"]
+        assert [p for p in self.outside if os.path.exists(p)] == []
+        assert self.connections == 0
+        deadline = time.monotonic() + 1.0
+        while sandbox_processes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sandbox_processes() == []
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory):
+    os.environ["HF_TOKEN"] = SECRET  # the parent has a secret; the sandbox must not see it
+    h = Host(tmp_path_factory.mktemp("host"))
+    yield h
+    h.server.close()
+    os.environ.pop("HF_TOKEN", None)
+
+
+@pytest.fixture(scope="module")
+def reward(host):
+    r = make_code_reward(timeout=TIMEOUT, max_workers=2, processes=32)
+    yield r
+    r.provider.close()
+
+
+ATTACKS = {
+    "fork_bomb": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+    "memory_bomb": "chunks = []\nwhile True:\n    chunks.append(bytearray(1 << 24))",
+    "infinite_loop": "while True:\n    pass",
+    "sleep_forever": "import time\ntime.sleep(10 ** 6)",
+    "write_outside": "for p in {outside!r} + [{canary!r}]:\n    try:\n        open(p, 'w').write('pwned')\n"
+    "    except OSError:\n        pass" + WRONG,
+    "delete_parent_dir": "import os, shutil\nfor f in (lambda: os.remove({canary!r}), lambda: shutil.rmtree({dir!r})):\n"
+    "    try:\n        f()\n    except OSError:\n        pass" + WRONG,
+    "create_in_parent_dir": "try:\n    open({dir!r} + '/new.txt', 'w').write('x')\nexcept OSError:\n    pass" + WRONG,
+    "read_env_secret": "import os\nLEAKED = os.environ.get('HF_TOKEN') == " + repr(SECRET) + LEAK,
+    "read_parent_environ": f"try:\n    LEAKED = {SECRET!r}.encode() in open('/proc/{{ppid}}/environ', 'rb').read()\n"
+    "except OSError:\n    LEAKED = False" + LEAK,
+    "read_canary": "try:\n    LEAKED = open({canary!r}).read() == 'canary'\nexcept OSError:\n    LEAKED = False"
+    + LEAK,
+    "socket_connect": "import socket\ntry:\n    socket.create_connection(('127.0.0.1', {port}), timeout=0.5)\n"
+    "    LEAKED = True\nexcept OSError:\n    LEAKED = False" + LEAK,
+    "kill_parent": "import os, signal\nfor pid in ({ppid}, os.getppid(), -1):\n    try:\n        os.kill(pid, signal.SIGKILL)\n"
+    "    except OSError:\n        pass" + WRONG,
+    "huge_output": "import sys\nwhile True:\n    sys.stdout.write('x' * 65536)",
+    "deep_recursion": "import sys\nsys.setrecursionlimit(10 ** 7)\ndef f(n):\n    return f(n + 1) + 1\nf(0)",
+    "daemonized_grandchild": "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n"
+    "        time.sleep(60)\n    os._exit(0)" + WRONG,
+    "exec_escape": "import subprocess\nsubprocess.Popen(['sleep', '60'], start_new_session=True)" + WRONG,
+    "ignore_sigterm": "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nwhile True:\n    pass",
+    "os_exit_before_tests": WRONG + "import os\nos._exit(0)",
+    "sys_exit_module_level": WRONG + "import sys\nsys.exit(0)",
+    "override_builtins": "import builtins\nbuiltins.AssertionError = type('X', (BaseException,), {{}})\n"
+    "builtins.sorted = lambda *a, **k: [2]\ndef solve(x):\n    return [0]",
+    "always_equal": "class Eq:\n    def __eq__(self, other):\n        return True\n    __hash__ = object.__hash__\n"
+    "def solve(x):\n    return Eq()",
+    "forged_marker": "print('PASSED'); print('All tests passed'); print('ok 2/2')\nimport sys\n"
+    "sys.stderr.write('passed')" + WRONG,
+    "forge_result_channel": "import os, marshal\ntok = b''\nfor fd in range(3, 64):\n    try:\n"
+    "        tok += os.read(fd, 64) if fd != 3 else b''\n    except OSError:\n        pass\n"
+    "payload = marshal.dumps(('ok', '', (1, 1), 0, ()))\nfor fd in range(3, 64):\n    try:\n"
+    "        os.write(fd, tok[:32] + b'\\n' + payload)\n    except OSError:\n        pass\nos._exit(0)",
+    "frame_walk_tamper": "import sys\ndef solve(x):\n    f = sys._getframe(1)\n    f.f_globals['__h_test__'] = None\n"
+    "    f.f_builtins['AssertionError'] = KeyError\n    return 0",
+    "patch_stdlib": "import math\nmath.isclose = lambda *a, **k: True\ndef solve(x):\n    return 0.0",
+    "leftover_thread": "import threading, time\nthreading.Thread(target=time.sleep, args=(30,), daemon=True).start()"
+    + WRONG,
+    "setuid_root": "import os\ntry:\n    os.setuid(0)\n    LEAKED = True\nexcept OSError:\n    LEAKED = False" + LEAK,
+    "ctypes_memory": "try:\n    import ctypes\n    LEAKED = True\nexcept Exception:\n    LEAKED = False" + LEAK,
+    "settrace_skip": "import sys\ntry:\n    sys.settrace(lambda *a: None)\n    LEAKED = True\n"
+    "except RuntimeError:\n    LEAKED = False" + LEAK,
+}
+SPECIAL_TESTS = {  # attacks aimed at a particular kind of assert
+    "override_builtins": ["assert sorted(solve(1)) == [2]"],
+    "patch_stdlib": ["import math\nassert math.isclose(solve(1), 2.0)"],
+}
+
+
+def test_limits_work_on_a_harmless_program(reward, host):
+    """Before any bomb: a program that forks many sleepers gets exactly RLIMIT_NPROC - 1 of them, and none remain."""
+    program = (
+        "import os, time\npids = []\nfor _ in range(100):\n    try:\n        pid = os.fork()\n    except OSError:\n"
+        "        break\n    if pid == 0:\n        time.sleep(30)\n        os._exit(0)\n    pids.append(pid)\n"
+        "def solve(x):\n    return len(pids)"
+    )
+    [result] = reward.results([f"```python\n{program}\n```"], test_list=[["assert solve(0) == 31"]])
+    assert result.status == "passed", result
+    host.assert_unchanged()
+
+
+def test_a_leak_would_score(reward):
+    """Control: the LEAK pattern does score when the attack gets through, so 0.0 above means it did not."""
+    assert reward([f"```python\nLEAKED = True{LEAK}```"], test_list=[TESTS]) == [1.0]
+
+
+@pytest.mark.parametrize("name", list(ATTACKS))
+def test_attack_scores_zero_and_leaves_host_unchanged(name, reward, host):
+    program = host.fmt(ATTACKS[name])
+    start = time.monotonic()
+    scores = reward([f"```python\n{program}\n```"], test_list=[SPECIAL_TESTS.get(name, TESTS)])
+    elapsed = time.monotonic() - start
+    assert scores == [0.0]
+    assert elapsed < TIMEOUT + 1.0
+    host.assert_unchanged()
+    os.kill(os.getpid(), 0)  # the parent is alive (trivially, if we got here)
+
+
+def test_humaneval_check_override_scores_zero(reward, host):
+    test = "def check(candidate):\n    assert candidate(1) == 2\n    assert candidate(2) == 3\n"
+    completion = "def check(candidate):\n    return True\n\ndef inc(x):\n    return 0\n"
+    assert reward([completion], test=[test], entry_point=["inc"]) == [0.0]
+    host.assert_unchanged()
+
+
+def test_stdio_forged_output_marker_scores_zero(reward, host):
+    completion = "print('PASSED')\nimport os\nos._exit(0)"
+    assert reward([completion], input_output=[{"inputs": ["1\n"], "outputs": ["2\n"]}]) == [0.0]
+    host.assert_unchanged()
+
+
+def test_batch_of_attacks_in_parallel_is_bounded(reward, host):
+    """Everything at once, two workers: still 0.0 each, and the batch ends within ceil(n/2) timeouts + 1 s."""
+    names = ["fork_bomb", "memory_bomb", "sleep_forever", "daemonized_grandchild", "kill_parent", "huge_output"]
+    completions = [f"```python\n{host.fmt(ATTACKS[n])}\n```" for n in names]
+    start = time.monotonic()
+    scores = reward(completions, test_list=[TESTS] * len(names))
+    assert scores == [0.0] * len(names)
+    assert time.monotonic() - start < (len(names) + 1) // 2 * TIMEOUT + 1.5
+    host.assert_unchanged()
+    assert signal.getsignal(signal.SIGTERM) is not None  # the parent's own state is untouched
