@@ -520,3 +520,11 @@ def test_concurrent_callers_share_the_pool(warm_pool):
     with ThreadPoolExecutor(max_workers=4) as executor:
         results = list(executor.map(lambda i: reward(completions[i::4], solutions[i::4]), range(4)))
     assert all(all(score == 1.0 for score in batch) for batch in results)
+
+
+def test_a_timeout_is_remembered_only_for_deadlines_as_short(warm_pool):
+    hanging = [r"\boxed{2005^{2002^{2001}}}"]
+    assert _timed(make_math_reward(timeout=0.3), hanging, ["1"])[1] >= 0.3
+    assert _timed(make_math_reward(timeout=0.3), hanging, ["1"])[1] < 0.1  # cached: it would hang again
+    warm_pool.warm()
+    assert _timed(make_math_reward(timeout=0.6), hanging, ["1"])[1] >= 0.6  # a longer deadline tries again

@@ -69,16 +69,18 @@ def _symbolic(items: list[tuple[str | None, str]], timeout: float) -> list:
     results, missing = {}, []
     with _cache_lock:
         for item in dict.fromkeys(items):
-            if item in _cache:
+            verdict, waited = _cache.get(item, (None, 0.0))
+            if verdict is not None and (verdict != TIMED_OUT or waited >= timeout):
                 _cache.move_to_end(item)
-                results[item] = _cache[item]
+                results[item] = verdict
             else:
                 missing.append(item)
     if missing:
         checked = get_shared_pool().check_many(missing, timeout=timeout)
         with _cache_lock:
             for item, verdict in zip(missing, checked):
-                results[item] = _cache[item] = verdict  # timeouts too: the same input would hang again
+                results[item] = verdict
+                _cache[item] = (verdict, timeout)  # timeouts too: the same input would hang again as long
             while len(_cache) > _CACHE_SIZE:
                 _cache.popitem(last=False)
     return [results[item] for item in items]

@@ -114,8 +114,6 @@ def numbers_equal(pred: tuple[Fraction, bool], gold: tuple[Fraction, bool], rel_
 # Structured answers: radicals, multiples of pi, infinity, and sets / intervals / tuples of those.
 _WS_RE = re.compile(r"\s+(?!\d)|(?<!\d)\s+")  # whitespace goes, except between two digits ("1 2" is not 12)
 _LATEX_NOISE_RE = re.compile(r"\\left|\\right|\\[,;:! ]|\\displaystyle|\$")
-_MATCHING = {"(": ")", "[": "]", "{": "}"}
-_CLOSING = {")", "]", "}"}
 _INFINITY = {"\\infty": 1, "+\\infty": 1, "-\\infty": -1, "∞": 1, "-∞": -1}
 _EMPTY_SETS = {"\\emptyset", "\\varnothing", "\\{\\}", "∅"}
 
@@ -237,5 +235,8 @@ def exact_equal(pred: str | None, gold: str | None, rel_tol: float = 0.0) -> boo
     if pred_key == gold_key:
         return True
     if rel_tol > 0 and pred_key[0] == "scalar":
-        return math.isclose(_float(pred_key[1]), _float(gold_key[1]), rel_tol=rel_tol)
+        try:
+            return math.isclose(_float(pred_key[1]), _float(gold_key[1]), rel_tol=rel_tol)
+        except OverflowError:  # beyond float range: let math-verify decide
+            return None
     return False
