@@ -179,7 +179,10 @@ class PPOTrainer(GRPOTrainer):
     def _setup_critic(self, value_model) -> None:
         policy = self._policy
         if getattr(policy, CRITIC_ATTR, None) is not None:  # e.g. trl_ppo_plus.modeling.load_policy_and_value
+            from trl_ppo_plus.modeling import restore_trainable_dtypes
+
             critic = getattr(policy, CRITIC_ATTR)
+            restore_trainable_dtypes(policy)  # GRPO cast a 4-bit model's trainables to bf16: the head stays fp32
         elif value_model is not None:
             if isinstance(value_model, str):
                 init_kwargs = {k: v for k, v in (self.args.model_init_kwargs or {}).items() if k != "device_map"}
@@ -414,20 +417,27 @@ class PPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, output_dir: str | None = None, state_dict=None):
+        from trl_ppo_plus.modeling import is_policy_and_value, save_policy_and_value
+
         output_dir = output_dir or self.args.output_dir
         if state_dict is not None:
             state_dict = {k: v for k, v in state_dict.items() if f"{CRITIC_ATTR}." not in k}
         with self._without_critic() as critic:
             super()._save(output_dir, state_dict=state_dict)
         critic_dir = os.path.join(output_dir, VALUE_MODEL_DIR)
-        if isinstance(critic, AdapterCritic):
-            critic.save(critic_dir, policy=self._policy)
+        if is_policy_and_value(self._policy):  # policy adapter at the root, value adapter + head in value_model/
+            save_policy_and_value(self._policy, output_dir, critic)
         else:
             critic.save(critic_dir, self.processing_class)
         with open(os.path.join(output_dir, KL_CONTROLLER_FILE), "w") as f:
             json.dump({"kind": self.args.kl_controller, "state": self.kl_ctl.state_dict()}, f, indent=2)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        from trl_ppo_plus.modeling import is_policy_and_value, load_policy_and_value_weights
+
+        if is_policy_and_value(self._policy):  # both adapters and the head, into the live parameters
+            load_policy_and_value_weights(self._policy, resume_from_checkpoint)
+            return
         with self._without_critic():
             super()._load_from_checkpoint(resume_from_checkpoint, model)
 

@@ -150,9 +150,17 @@ class AdapterCritic(nn.Module):
         return self.head(completion_slice(hidden.last_hidden_state, logits_to_keep))
 
     def save(self, directory, processing_class=None, policy=None) -> None:
+        """The head, and with `policy` the value adapter, at the root of `directory` (not PEFT's subfolder)."""
+        from trl_ppo_plus.modeling import save_adapter
+
         self.head.save(directory)
         if policy is not None:
-            policy.save_pretrained(directory, selected_adapters=[self.adapter_name])
+            save_adapter(policy, self.adapter_name, directory)
 
-    def load(self, directory) -> None:
+    def load(self, directory, policy=None) -> None:
+        """The head, and with `policy` the value adapter's weights (copied into the existing adapter)."""
+        from trl_ppo_plus.modeling import load_adapter_weights
+
         self.head.load(directory)
+        if policy is not None:
+            load_adapter_weights(policy, self.adapter_name, directory)
