@@ -10,8 +10,8 @@ program and its asserts under a `signal` timer, run `--workers` at a time from a
 worker count. It prints executions per second for each, their ratio, and checks that the verdicts agree.
 Target: ratio >= 5.
 
-Note that the baseline forks this process, which has imported `trl_ppo_plus` (and so torch), as a reward function
-inside a trainer would; our sandbox forks a small, clean pre-started interpreter instead.
+The baseline runs first, before this process imports `trl_ppo_plus` (and so torch), so its forks copy a small
+process: the comparison is conservative. Inside a trainer it would fork the whole training process, which is slower.
 """
 
 import argparse
@@ -24,8 +24,6 @@ import signal
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-
-from trl_ppo_plus.rewards.code import make_code_reward
 
 
 TASKS = [  # (name, correct body, buggy body, [(args, expected)])
@@ -115,6 +113,14 @@ def main():
     completions = [f"```python\n{program}```" for program, _ in samples]
     test_lists = [tests for _, tests in samples]
 
+    # Baseline first, before `trl_ppo_plus` (and torch) is imported: its forks copy a small process (conservative).
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(args.workers) as pool:
+        base = list(pool.map(lambda s: baseline_check(s[0] + "\n" + "\n".join(s[1]), args.timeout), samples))
+    base_s = time.perf_counter() - t0
+
+    from trl_ppo_plus.rewards.code import make_code_reward
+
     reward = make_code_reward(timeout=args.timeout, max_workers=args.workers)
     t0 = time.perf_counter()
     reward(completions[:1], test_list=test_lists[:1])  # start the worker pool once, as a trainer's first step does
@@ -122,11 +128,6 @@ def main():
     t0 = time.perf_counter()
     ours = reward(completions, test_list=test_lists)
     ours_s = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(args.workers) as pool:
-        base = list(pool.map(lambda s: baseline_check(s[0] + "\n" + "\n".join(s[1]), args.timeout), samples))
-    base_s = time.perf_counter() - t0
 
     agree = sum((o == 1.0) == b for o, b in zip(ours, base))
     ours_eps, base_eps = args.n / ours_s, args.n / base_s

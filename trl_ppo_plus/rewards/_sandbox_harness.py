@@ -3,7 +3,8 @@
 The kernel does the hard isolation (namespaces, rlimits, uid). This module decides the verdict, and is built so that
 a program cannot *make the harness report a pass*:
 
-1. Every test is parsed, rewritten and compiled *before* the program runs, so patching `ast` or `compile` is too late.
+1. Every test is parsed, rewritten and compiled in the zygote *before* the program exists, so patching `ast` or
+   `compile` is too late.
 2. A pass needs a positive signal: after the last test, `token + verdicts` goes to fd 3. The per-run token is
    written by the supervisor after the fork, read from fd 4 and closed before the program starts, and kept only by
    an audit hook that writes it for the harness's own frame. Exiting early (`os._exit`, `sys.exit`, a crash),
@@ -302,16 +303,15 @@ def _run_stdio(program, inputs, out_cap, _exec=exec, _compile=compile, _type=typ
     return "ok", detail, verdicts, memory, outputs
 
 
-def run(job, network_block, proc_visible, _exit=os._exit, _dumps=marshal.dumps, _audit=sys.audit):
-    """Entry point in the runner. Compiles tests, locks the interpreter, runs the program, reports, exits."""
+def run(job, compiled, network_block, proc_visible, _exit=os._exit, _dumps=marshal.dumps, _audit=sys.audit):
+    """Entry point in the runner. `compiled` = (setup code, ((test module, test function code), ...), error), built
+    by the zygote before this program existed. Locks the interpreter, runs the program, reports, exits."""
     strict, kind = bool(job.get("strict", True)), job["kind"]
     program, out_cap = str(job["program"]), int(job["limits"]["output_bytes"])
     inputs = tuple(str(x) for x in job.get("inputs") or ())
-    try:
-        setup_code = compile_setup(job.get("setup") or "", strict)
-        tests = tuple(compile_test(t, strict) for t in job.get("tests") or ())
-    except BaseException as exc:  # a broken test is the dataset's fault; report it, never a pass
-        setup_code, tests, kind, broken = None, (), "broken", _describe(exc)
+    setup_code, tests, broken = compiled or (None, (), None)
+    if broken:
+        kind = "broken"
     del job
     mods = tuple((n, sys.modules[n], vars(sys.modules[n]), tuple(vars(sys.modules[n]).items()))
                  for n in PRELOAD if n in sys.modules)  # fmt: skip
@@ -320,7 +320,7 @@ def run(job, network_block, proc_visible, _exit=os._exit, _dumps=marshal.dumps, 
     os.close(4)
     memory, outputs = 0, ()
     if kind == "broken":
-        phase, detail, verdicts = "setup", "invalid test code: " + broken, ()
+        phase, detail, verdicts = "setup", broken, ()
     elif kind == "stdio":
         phase, detail, verdicts, memory, outputs = _run_stdio(program, inputs, out_cap)
     else:
