@@ -146,6 +146,19 @@ def compile_test(source, strict):
     return code, fn_code
 
 
+def modules_used(*codes):
+    """Preloaded modules the test code names: only these are restored before tests (restoring all costs a page
+    fault per touched object in every forked runner)."""
+    names, stack = set(), list(codes)
+    while stack:
+        code = stack.pop()
+        if code is None:
+            continue
+        names.update(code.co_names)
+        stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    return frozenset(names) & frozenset(PRELOAD)
+
+
 def _audit_hook(network_block, proc_visible, token, frame):
     """The only holder of the run's token. It writes `token + payload` to fd 3 for exactly one caller: the frame of
     `run` that installed it, when it raises the `FINISH` event. The program never sees the token: it was read from
@@ -303,19 +316,26 @@ def _run_stdio(program, inputs, out_cap, _exec=exec, _compile=compile, _type=typ
     return "ok", detail, verdicts, memory, outputs
 
 
-def run(job, compiled, network_block, proc_visible, _exit=os._exit, _dumps=marshal.dumps, _audit=sys.audit):
+def snapshot():
+    """Taken in the zygote after `preload`: the preloaded modules' bindings, the builtins, the thread count, and
+    our own stdout/stderr. Every runner starts from exactly this state, so it is computed once."""
+    mods = tuple((n, sys.modules[n], vars(sys.modules[n]), tuple(vars(sys.modules[n]).items()))
+                 for n in PRELOAD if n in sys.modules)  # fmt: skip
+    return mods, tuple(vars(builtins).items()), _thread._count(), (sys.stdout, sys.stderr)
+
+
+def run(job, compiled, snap, network_block, proc_visible, _exit=os._exit, _dumps=marshal.dumps, _audit=sys.audit):
     """Entry point in the runner. `compiled` = (setup code, ((test module, test function code), ...), error), built
     by the zygote before this program existed. Locks the interpreter, runs the program, reports, exits."""
     strict, kind = bool(job.get("strict", True)), job["kind"]
     program, out_cap = str(job["program"]), int(job["limits"]["output_bytes"])
     inputs = tuple(str(x) for x in job.get("inputs") or ())
-    setup_code, tests, broken = compiled or (None, (), None)
+    setup_code, tests, broken, restore = compiled or (None, (), None, frozenset())
     if broken:
         kind = "broken"
     del job
-    mods = tuple((n, sys.modules[n], vars(sys.modules[n]), tuple(vars(sys.modules[n]).items()))
-                 for n in PRELOAD if n in sys.modules)  # fmt: skip
-    bsnap, threads0, streams = tuple(vars(builtins).items()), _thread._count(), (sys.stdout, sys.stderr)
+    mods, bsnap, threads0, streams = snap
+    mods = tuple(m for m in mods if m[0] in restore)
     sys.addaudithook(_audit_hook(network_block, proc_visible, os.read(4, 64), sys._getframe()))
     os.close(4)
     memory, outputs = 0, ()

@@ -4,11 +4,12 @@ Started by `sandbox.LocalSandboxProvider` as `python -I -S _sandbox_worker.py --
 The in-process test harness that runs inside the runner lives in `_sandbox_harness.py`.
 
     provider (the training process)
-      └─ zygote   long-lived clean interpreter, modules preloaded, tests compiled here; its own network + IPC
-           │      namespace when allowed; child subreaper; supervises one job at a time: wall-clock timer,
+      └─ zygote   long-lived clean interpreter, modules preloaded, tests compiled here; its own network, IPC
+           │      and mount namespace when allowed; child subreaper; supervises one job at a time: wall-clock timer,
            │      capped output capture, token check, cleanup
-           └─ runner  new session; own mount namespace (private tmpfs /tmp, empty /proc); rlimits; its own
-                      unprivileged uid; no_new_privs; then the harness runs the program and its tests.
+           └─ runner  new session; fresh working dir on the zygote's private tmpfs (/proc empty, host /tmp and
+                      other world-writable dirs covered); rlimits; its own unprivileged uid; no_new_privs;
+                      then the harness runs the program and its tests.
 
 Cleanup: when the runner exits or times out, its process group is killed; anything that escaped the group
 (daemonized grandchildren) was reparented to the zygote (subreaper) and dies by uid (`kill(-1)` as the sandbox uid)
@@ -25,6 +26,7 @@ import os
 import resource
 import secrets
 import select
+import shutil
 import signal
 import struct
 import sys
@@ -57,7 +59,8 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVA
 )
 MNT_DETACH = 2
 PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
-WORLD_WRITABLE = ("/var/tmp", "/dev/shm", "/run/lock")  # bound to the private tmpfs so nothing lands on the host
+_PROC_FD = None  # the zygote's handle on the real /proc once its own /proc is covered
+_SNAPSHOT = None
 
 
 def _libc():
@@ -88,10 +91,10 @@ def _write_file(path, text):
         f.write(text)
 
 
-def _setup_zygote(uid, use_namespaces):
+def _setup_zygote(uid, use_namespaces, tmpfs_bytes):
     """Enter a fresh network + IPC namespace (as root directly, else via a user namespace); report what worked."""
     root = os.geteuid() == 0
-    info = {"netns": False, "mountns": False, "root": root, "drop_uid": root, "uid": uid, "hidden": None}
+    info = {"netns": False, "mountns": False, "root": root, "drop_uid": root, "uid": uid}
     _check(_libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))  # orphans of our runners become our children
     if not use_namespaces:
         return info
@@ -118,8 +121,30 @@ def _setup_zygote(uid, use_namespaces):
         except BaseException:
             os._exit(1)
     info["mountns"] = os.waitpid(pid, 0)[1] == 0
-    info["hidden"] = _hidden_prefix() if info["mountns"] and info["drop_uid"] else None
+    if info["mountns"]:
+        _prepare_mounts(_hidden_prefix() if info["drop_uid"] else None, tmpfs_bytes)
     return info
+
+
+def _prepare_mounts(hidden, tmpfs_bytes):
+    """The zygote's own mount namespace, set up once and shared by its runners (one at a time):
+
+    - /tmp is a private tmpfs of `tmpfs_bytes`, owned by root; each run gets a fresh /tmp/run owned by the sandbox
+      uid, removed afterwards. Nothing a program writes reaches the host's disk or the host's /tmp.
+    - /proc and the other world-writable dirs (/var/tmp, /dev/shm, /run/lock) are empty read-only tmpfs.
+    - when the interpreter sits below a dir others cannot enter (e.g. /root/.pyenv), that dir becomes an empty
+      tmpfs holding only the Python prefix, so the rest of it stays hidden.
+    """
+    global _PROC_FD
+    _PROC_FD = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)  # our own view for cleanup scans; runners close it
+    _unshare(CLONE_NEWNS)
+    _mount("none", "/", None, MS_REC | MS_PRIVATE)  # nothing we mount propagates back to the host
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_bytes},mode=0755")
+    if hidden is not None:
+        _expose_prefix(*hidden)
+    for path in ("/var/tmp", "/dev/shm", "/run/lock", "/proc"):
+        if os.path.isdir(path):
+            _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k")
 
 
 def _hidden_prefix():
@@ -145,20 +170,6 @@ def _expose_prefix(top, prefix):
     os.rmdir(stage)
 
 
-def _enter_mount_namespace(uid, tmpfs_bytes, hidden):
-    """Own mount namespace: a private, size-capped tmpfs is /tmp (and every world-writable dir), /proc is empty."""
-    _unshare(CLONE_NEWNS)
-    _mount("none", "/", None, MS_REC | MS_PRIVATE)  # nothing we mount propagates back to the host
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_bytes},mode=0700,uid={uid},gid={uid}")
-    for path in WORLD_WRITABLE:
-        if os.path.isdir(path):
-            _mount("/tmp", path, None, MS_BIND)
-    if hidden is not None:  # the interpreter lives under a dir others cannot enter (e.g. /root/.pyenv)
-        _expose_prefix(*hidden)
-    # An empty read-only /proc: no /proc/self/mem, no view of host processes.
-    _mount("tmpfs", "/proc", "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k")
-
-
 def _runner(job, compiled, info, workdir, fds):
     """Child side: move fds into place, lock the process down, hand over to the harness. Never returns."""
     try:
@@ -171,8 +182,6 @@ def _runner(job, compiled, info, workdir, fds):
         os.closerange(5, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
         os.set_inheritable(3, False)  # result + token channels never reach programs the user code execs
         os.set_inheritable(4, False)
-        if info["mountns"]:
-            _enter_mount_namespace(info["uid"], job["limits"]["tmpfs_bytes"], info["hidden"])
         os.chdir(workdir)
         lim = job["limits"]
         cpu = int(math.ceil(job["timeout"])) + 1
@@ -201,7 +210,7 @@ def _runner(job, compiled, info, workdir, fds):
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead of killing us
-        harness.run(job, compiled, network_block=not info["netns"], proc_visible=not info["mountns"])
+        harness.run(job, compiled, _SNAPSHOT, network_block=not info["netns"], proc_visible=not info["mountns"])
     except BaseException:
         pass
     os._exit(70)
@@ -244,12 +253,17 @@ def _children_left():
 
 
 def _kill_children():
-    me = str(os.getpid())
-    for pid in filter(str.isdigit, os.listdir("/proc")):
+    me, proc = str(os.getpid()), _PROC_FD if _PROC_FD is not None else "/proc"
+    for pid in filter(str.isdigit, os.listdir(proc)):
         try:
-            with open(f"/proc/{pid}/stat") as f:
-                if f.read().rsplit(")", 1)[1].split()[1] == me:
-                    os.kill(int(pid), signal.SIGKILL)
+            fd = os.open(f"{pid}/stat", os.O_RDONLY, dir_fd=_PROC_FD) if _PROC_FD is not None else None
+            fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY) if fd is None else fd
+            try:
+                stat = os.read(fd, 4096).decode()
+            finally:
+                os.close(fd)
+            if stat.rsplit(")", 1)[1].split()[1] == me:
+                os.kill(int(pid), signal.SIGKILL)
         except (OSError, IndexError):
             pass
 
@@ -277,10 +291,11 @@ def _compile_tests(job):
         if len(_COMPILED) > 512:
             _COMPILED.clear()
         try:
-            _COMPILED[key] = (harness.compile_setup(key[0], key[2]),
-                              tuple(harness.compile_test(t, key[2]) for t in key[1]), None)  # fmt: skip
+            setup = harness.compile_setup(key[0], key[2])
+            tests = tuple(harness.compile_test(t, key[2]) for t in key[1])
+            _COMPILED[key] = (setup, tests, None, harness.modules_used(setup, *(t[0] for t in tests)))
         except BaseException as exc:  # a broken test is the dataset's fault; reported, never a pass
-            _COMPILED[key] = (None, (), "invalid test code: " + harness._describe(exc))
+            _COMPILED[key] = (None, (), "invalid test code: " + harness._describe(exc), frozenset())
     return _COMPILED[key]
 
 
@@ -288,7 +303,10 @@ def _supervise(job, info):
     """Run one job: fork the runner, feed it the token, watch the clock, capture output, clean up, decode."""
     limits, compiled = job["limits"], _compile_tests(job)
     if info["mountns"]:
-        workdir = "/tmp"  # the runner's private tmpfs
+        workdir = "/tmp/run"  # inside our private tmpfs
+        os.mkdir(workdir, 0o700)
+        if info["drop_uid"]:
+            os.chown(workdir, info["uid"], info["uid"])
     else:
         import tempfile
 
@@ -341,10 +359,7 @@ def _supervise(job, info):
                 open_fds.discard(fd)
     for fd in (*caps, *([pidfd] if pidfd is not None else [])):
         os.close(fd)
-    if not info["mountns"]:
-        import shutil
-
-        shutil.rmtree(workdir, ignore_errors=True)
+    shutil.rmtree(workdir, ignore_errors=True)
 
     out, err, res = (bytes(bufs[p[0]]) for p in pipes[:3])
     result = {"wall_time": wall, "stdout": out.decode("utf-8", "replace"), "stderr": err.decode("utf-8", "replace"),
@@ -390,8 +405,11 @@ def _run_one(job, info):
 
 def main(argv):
     uid = int(argv[argv.index("--uid") + 1])
-    info = _setup_zygote(uid, use_namespaces="--no-namespaces" not in argv)
+    tmpfs_bytes = int(argv[argv.index("--tmpfs-bytes") + 1]) if "--tmpfs-bytes" in argv else 64 << 20
+    info = _setup_zygote(uid, "--no-namespaces" not in argv, tmpfs_bytes)
     harness.preload()
+    global _SNAPSHOT
+    _SNAPSHOT = harness.snapshot()  # the interpreter state every runner starts from, taken once
     gc.freeze()  # forked runners then share these pages instead of copying them on the first collection
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     _send(1, info)

@@ -138,7 +138,8 @@ def _sandbox_uid():
 
 class _Zygote:
     def __init__(self, config: SandboxConfig):
-        cmd = [sys.executable, "-I", *([] if config.site_packages else ["-S"]), WORKER, "--uid", str(_sandbox_uid())]
+        cmd = [sys.executable, "-I", *([] if config.site_packages else ["-S"]), WORKER, "--uid", str(_sandbox_uid()),
+               "--tmpfs-bytes", str(config.tmpfs_bytes)]  # fmt: skip
         if not config.namespaces:
             cmd.append("--no-namespaces")
         self.proc = subprocess.Popen(
@@ -245,7 +246,7 @@ class LocalSandboxProvider(CodeExecutionProvider):
     def _job(self, req: ExecutionRequest) -> dict:
         c = self.config
         limits = {"memory_bytes": c.memory_bytes, "processes": c.processes, "file_bytes": c.file_bytes,
-                  "open_files": c.open_files, "output_bytes": c.output_bytes, "tmpfs_bytes": c.tmpfs_bytes}  # fmt: skip
+                  "open_files": c.open_files, "output_bytes": c.output_bytes}  # fmt: skip
         return {"kind": req.kind, "program": req.program, "setup": req.setup, "tests": list(req.tests),
                 "inputs": list(req.inputs), "strict": req.strict, "limits": limits,
                 "timeout": float(req.timeout if req.timeout is not None else c.timeout)}  # fmt: skip
