@@ -152,6 +152,7 @@ def test_ppo_trains_both_adapters_and_head_base_bytes_frozen_save_load_resume(ti
     assert model.ppo_critic.head.summary.weight.dtype == torch.float32  # GRPO's bf16 cast of QLoRA params undone
     trainer.train()
 
+    expected = _outputs(model)  # eval-mode inference must not repack the shared base either
     unchanged = [n for n, p in model.named_parameters() if n in before and torch.equal(p, before[n])]
     assert not unchanged, f"not updated: {unchanged[:3]}"
     assert any(".value." in n for n in before) and any(".policy." in n for n in before)
@@ -167,7 +168,6 @@ def test_ppo_trains_both_adapters_and_head_base_bytes_frozen_save_load_resume(ti
         p.name for p in (tmp_path / "final").iterdir()
     }
     assert not (tmp_path / "final" / "policy").exists() and not (tmp_path / "final" / "value").exists()
-    expected = _outputs(model)
     for trainable in (False, True):
         reloaded = load_trained_policy_and_value(str(tmp_path / "final"), is_trainable=trainable)
         for got, want in zip(_outputs(reloaded), expected):

@@ -78,6 +78,9 @@ def load_base(
     model = AutoModelForCausalLM.from_pretrained(
         model_name_or_path, quantization_config=qconfig, dtype=dtype, device_map=device_map, **init_kwargs
     )
+    for module in model.modules():  # bitsandbytes repacks 4-bit weights in place for eval-mode CPU inference (AVX512
+        if hasattr(module, "support_avx512bf16_for_cpu"):  # BF16); training on repacked weights then fails, and the
+            module.support_avx512bf16_for_cpu = False  # base is shared by every role: keep one layout
     checkpointing = {"use_reentrant": False}  # layers recomputed in backward keep their adapter (`active_adapter`)
     if qconfig is not None:
         from peft import prepare_model_for_kbit_training
