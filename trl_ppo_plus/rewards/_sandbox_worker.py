@@ -15,7 +15,8 @@ Cleanup: when the runner exits or times out, its process group is killed; anythi
 (daemonized grandchildren) was reparented to the zygote (subreaper) and dies by uid (`kill(-1)` as the sandbox uid)
 or by parent-pid scan. "No children left" is checked with `waitpid`, so the usual case costs nothing.
 
-Protocol, provider <-> zygote over stdin/stdout: 4-byte big-endian length + JSON, one job, one result.
+Protocol, provider <-> zygote over stdin/stdout: 4-byte big-endian length + JSON; a list of jobs, then the list of
+their results.
 """
 
 import gc
@@ -413,8 +414,8 @@ def main(argv):
     gc.freeze()  # forked runners then share these pages instead of copying them on the first collection
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     _send(1, info)
-    while (job := _recv(0)) is not None:
-        _send(1, _run_one(job, info))
+    while (jobs := _recv(0)) is not None:
+        _send(1, [_run_one(job, info) for job in jobs])
 
 
 if __name__ == "__main__":

@@ -166,14 +166,16 @@ class _Zygote:
             data += chunk
         return bytes(data)
 
-    def run(self, job):
-        data = json.dumps(job).encode()
+    def run(self, jobs: list[dict]) -> list[dict] | None:
+        """Send a few jobs, get their results in order; `None` if the worker died or hung."""
+        data = json.dumps(jobs).encode()
         try:
             self.proc.stdin.write(struct.pack(">I", len(data)) + data)
             self.proc.stdin.flush()
-            return self._recv(job["timeout"] + 30.0)
+            results = self._recv(sum(job["timeout"] for job in jobs) + 30.0)
         except (OSError, ValueError):
             return None
+        return results if isinstance(results, list) and len(results) == len(jobs) else None
 
     def kill(self):
         try:
@@ -251,19 +253,13 @@ class LocalSandboxProvider(CodeExecutionProvider):
                 "inputs": list(req.inputs), "strict": req.strict, "limits": limits,
                 "timeout": float(req.timeout if req.timeout is not None else c.timeout)}  # fmt: skip
 
-    def _execute_one(self, req: ExecutionRequest) -> ExecutionResult:
-        job = self._job(req)
-        zygote = self._acquire()
-        raw = zygote.run(job)
-        self._release(zygote, alive=raw is not None)
-        if raw is None:
-            return ExecutionResult("error", total=len(req.inputs or req.tests), detail="sandbox worker died")
+    def _result(self, req: ExecutionRequest, raw: dict) -> ExecutionResult:
         result = ExecutionResult(
             status=raw["status"], passed=raw.get("passed", 0), total=raw.get("total", 0),
             wall_time=raw.get("wall_time", 0.0), stdout=raw.get("stdout", ""), stderr=raw.get("stderr", ""),
             detail=raw.get("detail", ""),
         )  # fmt: skip
-        if req.kind == "stdio" and result.status in ("passed", "failed"):
+        if req.kind == "stdio" and result.status in ("passed", "failed"):  # judged here, outside the sandbox
             expected = req.expected_outputs or []
             outs, ran_ok = raw.get("outputs", []), raw.get("ran_ok", [])
             result.total = len(expected)
@@ -271,12 +267,29 @@ class LocalSandboxProvider(CodeExecutionProvider):
             result.status = "passed" if result.total and result.passed == result.total else "failed"
         return result
 
+    def _execute_chunk(self, requests: list[ExecutionRequest]) -> list[ExecutionResult]:
+        zygote = self._acquire()
+        raws = zygote.run([self._job(r) for r in requests])
+        self._release(zygote, alive=raws is not None)
+        if raws is None:
+            return [
+                ExecutionResult("error", total=len(r.inputs or r.tests), detail="sandbox worker died")
+                for r in requests
+            ]
+        return [self._result(r, raw) for r, raw in zip(requests, raws)]
+
     def execute(self, requests: Sequence[ExecutionRequest]) -> list[ExecutionResult]:
         requests = list(requests)
-        if len(requests) <= 1:
-            return [self._execute_one(r) for r in requests]
-        with ThreadPoolExecutor(min(self.max_workers, len(requests))) as pool:
-            return list(pool.map(self._execute_one, requests))
+        if not requests:
+            return []
+        workers = min(self.max_workers, len(requests))
+        # A few jobs per round trip keep each zygote busy between replies; small chunks keep the load balanced.
+        size = max(1, min(8, len(requests) // (4 * workers)))
+        chunks = [requests[i : i + size] for i in range(0, len(requests), size)]
+        if len(chunks) == 1:
+            return self._execute_chunk(chunks[0])
+        with ThreadPoolExecutor(workers) as pool:
+            return [result for part in pool.map(self._execute_chunk, chunks) for result in part]
 
     def close(self) -> None:
         while not self._idle.empty():
