@@ -305,6 +305,7 @@ def _supervise(job, info):
     limits, compiled = job["limits"], _compile_tests(job)
     if info["mountns"]:
         workdir = "/tmp/run"  # inside our private tmpfs
+        shutil.rmtree(workdir, ignore_errors=True)  # normally gone already
         os.mkdir(workdir, 0o700)
         if info["drop_uid"]:
             os.chown(workdir, info["uid"], info["uid"])

@@ -4,20 +4,23 @@ The interface follows open-r1's `utils/code_providers.py` idea: `CodeExecutionPr
 batch and returns one `ExecutionResult` per request, so a remote sandbox service can replace local execution.
 
 `LocalSandboxProvider` (the default) keeps one pre-started, clean interpreter ("zygote", `python -I -S`) per worker
-and forks a fresh child per execution, so no interpreter starts per program. Each child is locked down by the kernel:
+and forks a fresh child per execution, so no interpreter starts per program. The kernel does the isolation:
 
-1. its own session / process group, and (when the OS allows) its own PID + mount namespace: killing its PID 1 kills
-   every process it started, daemonized grandchildren included;
-2. rlimits: `RLIMIT_CPU`, `RLIMIT_AS` (1 GiB), `RLIMIT_NPROC`, `RLIMIT_FSIZE`, `RLIMIT_NOFILE`, `RLIMIT_CORE=0`;
-   as root it also drops to a uid of its own, because root ignores `RLIMIT_NPROC` and can write anywhere;
-3. a fresh working directory: a size-capped private tmpfs on /tmp (also bound over /var/tmp, /dev/shm), gone when the
-   namespace ends; without namespaces, a fresh temporary directory removed afterwards;
-4. a scrubbed environment (no `HF_TOKEN`, no proxies), Python in isolated mode, an empty /proc;
-5. no network: a new network namespace (nothing but a down loopback) where the OS allows it, else an audit hook
-   that blocks socket creation. `network_isolation()` says which one is in force;
-6. a wall-clock timeout that kills the namespace, and stdout/stderr capped.
+1. each execution runs in a fresh child process in its own session / process group; the zygote is a child
+   subreaper, so anything that escapes the group (a daemonized grandchild) is reparented to it and killed, by uid
+   (`kill(-1)` run as the sandbox uid) and by a parent-pid scan;
+2. rlimits: `RLIMIT_CPU`, `RLIMIT_AS` (1 GiB), `RLIMIT_NPROC`, `RLIMIT_FSIZE`, `RLIMIT_NOFILE`, `RLIMIT_CORE=0`.
+   As root the child also drops to a uid of its own (one per worker), because root ignores `RLIMIT_NPROC` and can
+   write anywhere; `PR_SET_NO_NEW_PRIVS` keeps setuid binaries from giving privileges back;
+3. the working directory is fresh per execution and removed afterwards. With a mount namespace (the usual case)
+   it lives on a private, size-capped tmpfs that is /tmp; /proc, /var/tmp, /dev/shm and /run/lock are empty and
+   read-only, and a Python installed below an unreadable home is exposed alone. Without one: a temp directory;
+4. a scrubbed environment (no `HF_TOKEN`, no proxies), Python in isolated mode (`-I`);
+5. no network: the zygote's own network namespace (only a loopback that is down) where the OS allows it, else an
+   audit hook that blocks socket creation and program execution. `network_isolation()` says which is in force;
+6. a wall-clock timeout that kills the whole group, and stdout/stderr capped.
 
-Not a proof of security: it shares the host kernel (no seccomp filter), and the host filesystem stays readable.
+Not a proof of security: it shares the host kernel (no seccomp filter), and world-readable host files stay readable.
 Verdict integrity inside the process is the harness's job, see `_sandbox_harness.py`.
 """
 
@@ -52,7 +55,8 @@ class SandboxConfig:
         file_bytes (`int`, *optional*, defaults to `16 << 20`): `RLIMIT_FSIZE`, largest file a program may write.
         open_files (`int`, *optional*, defaults to `128`): `RLIMIT_NOFILE`.
         output_bytes (`int`, *optional*, defaults to `65536`): stdout / stderr / each stdin-stdout case are cut here.
-        tmpfs_bytes (`int`, *optional*, defaults to `64 << 20`): size of the private /tmp working directory.
+        tmpfs_bytes (`int`, *optional*, defaults to `64 << 20`): size of each worker's private /tmp (all files a
+            program writes).
         max_workers (`int` or `None`, *optional*, defaults to `None`): parallel executions; `None` = `os.cpu_count()`.
         namespaces (`bool`, *optional*, defaults to `True`): use Linux namespaces when the OS allows; `False` forces
             the fallback (process group + uid kill, temp dir, socket-blocking audit hook).
