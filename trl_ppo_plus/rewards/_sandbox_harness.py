@@ -7,7 +7,7 @@ a program cannot *make the harness report a pass*:
    `compile` is too late.
 2. A pass needs a positive signal: after the last test, `token + verdicts` goes to fd 3. The per-run token is
    written by the supervisor after the fork, read from fd 4 and closed before the program starts, and kept only by
-   an audit hook that writes it for the harness's own frame. Exiting early (`os._exit`, `sys.exit`, a crash),
+   an audit hook that writes it for the harness's own frame and never raises (so no traceback exposes it). Exiting early (`os._exit`, `sys.exit`, a crash),
    printing a marker, or writing to fd 3 directly produces no valid signal, so it scores 0.
 3. Tests run with a fresh copy of the original builtins and restored stdlib modules; `check` and each test function
    are identity-checked against the code objects compiled in step 1.
@@ -159,24 +159,42 @@ def modules_used(*codes):
     return frozenset(names) & frozenset(PRELOAD)
 
 
-def _audit_hook(network_block, proc_visible, token, frame):
-    """The only holder of the run's token. It writes `token + payload` to fd 3 for exactly one caller: the frame of
-    `run` that installed it, when it raises the `FINISH` event. The program never sees the token: it was read from
-    fd 4 (then closed) before the program started, and the hook is unreachable from Python (gc access is blocked)."""
+def _finish_hook(token, frame):
+    """The only holder of the run's token. It writes `token + payload` to fd 3 for exactly one caller, the frame of
+    `run` that installed it, when that frame raises the `FINISH` event. The program never sees the token: it was read
+    from fd 4 (then closed) before the program started; the hook is unreachable from Python (gc access is blocked),
+    and it never raises, so its frame (whose locals hold the token) never shows up in a traceback."""
+
+    def hook(event, args, _type=type, _str=str, _bytes=bytes, _tuple=tuple, _token=token, _frame=frame,
+             _getframe=sys._getframe, _write=os.write, _base=BaseException):  # fmt: skip
+        try:
+            if (
+                _type(event) is not _str
+                or event != FINISH
+                or _type(args) is not _tuple
+                or _type(args[0]) is not _bytes
+            ):
+                return
+            if _getframe(1) is not _frame:
+                return  # a forged signal: ignored, and the run will end without one
+            message = _token + b"\n" + args[0]
+            while message:
+                message = message[_write(3, message) :]
+        except _base:
+            return
+
+    return hook
+
+
+def _policy_hook(network_block, proc_visible):
+    """Blocks what could subvert the harness or reach the network. Holds no secret: it may raise."""
     trusted = frozenset({TEST_FILE, _h_plain.__code__.co_filename})
 
     def hook(event, args, _type=type, _fn=types.FunctionType, _str=str, _bytes=bytes, _int=int, _tuple=tuple,
              _trusted=trusted, _err=RuntimeError, _blocked=ALWAYS_BLOCKED, _exec=EXEC_EVENTS, _net=network_block,
-             _proc=proc_visible, _token=token, _frame=frame, _getframe=sys._getframe, _write=os.write):  # fmt: skip
+             _proc=proc_visible):  # fmt: skip
         if _type(event) is not _str or _type(args) is not _tuple:  # never run user-defined __eq__/__hash__ here
             raise _err("sandbox: malformed audit event")
-        if event == FINISH:
-            if _getframe(1) is not _frame or _type(args[0]) is not _bytes:
-                raise _err("sandbox: forged completion signal")
-            message = _token + b"\n" + args[0]
-            while message:
-                message = message[_write(3, message) :]
-            return
         if event in _blocked or event[:7] == "ctypes.":
             raise _err(f"sandbox: {event} is not allowed")
         if event == "object.__setattr__" or event == "object.__delattr__":
@@ -336,7 +354,8 @@ def run(job, compiled, snap, network_block, proc_visible, _exit=os._exit, _dumps
     del job
     mods, bsnap, threads0, streams = snap
     mods = tuple(m for m in mods if m[0] in restore)
-    sys.addaudithook(_audit_hook(network_block, proc_visible, os.read(4, 64), sys._getframe()))
+    sys.addaudithook(_finish_hook(os.read(4, 64), sys._getframe()))
+    sys.addaudithook(_policy_hook(network_block, proc_visible))
     os.close(4)
     memory, outputs = 0, ()
     if kind == "broken":
