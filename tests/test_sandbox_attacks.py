@@ -148,6 +148,9 @@ ATTACKS = {
     "        except OSError:\n            pass\nsys.audit('trl_sandbox.finish', payload)\nos._exit(0)",
     "frame_walk_tamper": "import sys\ndef solve(x):\n    f = sys._getframe(1)\n    f.f_globals['__h_test__'] = None\n"
     "    f.f_builtins['AssertionError'] = KeyError\n    return 0",
+    "shadow_builtin": "def sorted(*args, **kwargs):\n    return [2]\ndef solve(x):\n    return [0]",
+    "fake_module": "class FakeMath:\n    @staticmethod\n    def isclose(*a, **k):\n        return True\n"
+    "math = FakeMath()\ndef solve(x):\n    return 0.0",
     "patch_stdlib": "import math\nmath.isclose = lambda *a, **k: True\ndef solve(x):\n    return 0.0",
     "leftover_thread": "import threading, time\nthreading.Thread(target=time.sleep, args=(30,), daemon=True).start()"
     + WRONG,
@@ -159,6 +162,8 @@ ATTACKS = {
 SPECIAL_TESTS = {  # attacks aimed at a particular kind of assert
     "override_builtins": ["assert sorted(solve(1)) == [2]"],
     "patch_stdlib": ["import math\nassert math.isclose(solve(1), 2.0)"],
+    "shadow_builtin": ["assert sorted(solve(1)) == [2]"],
+    "fake_module": ["assert math.isclose(solve(1), 2.0)"],  # relies on the program's `import math`, like HumanEval
 }
 
 

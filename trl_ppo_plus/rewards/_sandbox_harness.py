@@ -236,10 +236,10 @@ def _tmpfd(_open=os.open, _flags=os.O_TMPFILE | os.O_RDWR):
     return _open(".", _flags, 0o600)
 
 
-def _run_asserts(program, setup_code, tests, strict, mods, bsnap, threads0, _exec=exec, _compile=compile,
+def _run_asserts(program, setup_code, tests, strict, mods, real_mods, bsnap, threads0, _exec=exec, _compile=compile,
                  _type=type, _fn=types.FunctionType, _count=_thread._count, _dict=dict, _tuple=tuple, _len=len,
                  _mem=MemoryError, _base=BaseException, _gc_disable=gc.disable, _plain=_h_plain, _mt=types.ModuleType,
-                 _modules=sys.modules):  # fmt: skip
+                 _str=str, _modules=sys.modules):  # fmt: skip
     """Returns (phase, detail, verdicts, memory). Locals only hold immutable values or objects we verify."""
     g = {"__name__": "solution", "__builtins__": builtins}
     try:
@@ -257,8 +257,14 @@ def _run_asserts(program, setup_code, tests, strict, mods, bsnap, threads0, _exe
         d.update(items)
         if _type(mod) is not _mt:
             return "tamper", f"module {name} was replaced", (), 0
-    ns = _dict(g)
-    ns["__builtins__"] = bdict = _dict(bsnap)
+    # The tests see the program's globals, minus anything posing as a builtin (`def sorted(x): return [2]`) and with
+    # the real module behind every preloaded module name. Only exact-str keys: no user __hash__/__eq__ runs here.
+    bdict, mdict, ns = _dict(bsnap), _dict(real_mods), {}
+    for k, v in g.items():
+        if _type(k) is not _str or (k in bdict and k[:2] != "__"):
+            continue
+        ns[k] = mdict[k] if k in mdict and _type(v) is not _fn else v
+    ns["__builtins__"] = bdict
     ns["__h_plain__"] = _plain
     try:
         _exec(setup_code, ns)
@@ -353,6 +359,7 @@ def run(job, compiled, snap, network_block, proc_visible, _exit=os._exit, _dumps
         kind = "broken"
     del job
     mods, bsnap, threads0, streams = snap
+    real_mods = tuple((m[0], m[1]) for m in mods)
     mods = tuple(m for m in mods if m[0] in restore)
     sys.addaudithook(_finish_hook(os.read(4, 64), sys._getframe()))
     sys.addaudithook(_policy_hook(network_block, proc_visible))
@@ -363,7 +370,8 @@ def run(job, compiled, snap, network_block, proc_visible, _exit=os._exit, _dumps
     elif kind == "stdio":
         phase, detail, verdicts, memory, outputs = _run_stdio(program, inputs, out_cap)
     else:
-        phase, detail, verdicts, memory = _run_asserts(program, setup_code, tests, strict, mods, bsnap, threads0)
+        phase, detail, verdicts, memory = _run_asserts(program, setup_code, tests, strict, mods, real_mods, bsnap,
+                                                       threads0)  # fmt: skip
     try:
         payload = _dumps((phase, detail, verdicts, memory, outputs))
     except BaseException:
