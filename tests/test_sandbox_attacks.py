@@ -151,6 +151,9 @@ ATTACKS = {
     "shadow_builtin": "def sorted(*args, **kwargs):\n    return [2]\ndef solve(x):\n    return [0]",
     "fake_module": "class FakeMath:\n    @staticmethod\n    def isclose(*a, **k):\n        return True\n"
     "math = FakeMath()\ndef solve(x):\n    return 0.0",
+    "patch_then_restore": "import sys\ncalls = []\ndef solve(x):\n    calls.append(x)\n"
+    "    b = sys._getframe(1).f_builtins\n    if len(calls) == 1:\n        b['real'], b['sorted'] = b['sorted'], lambda *a: [2]\n"
+    "    elif len(calls) == 3:\n        b['sorted'] = b.pop('real')\n    return [0]",
     "patch_stdlib": "import math\nmath.isclose = lambda *a, **k: True\ndef solve(x):\n    return 0.0",
     "leftover_thread": "import threading, time\nthreading.Thread(target=time.sleep, args=(30,), daemon=True).start()"
     + WRONG,
@@ -163,6 +166,7 @@ SPECIAL_TESTS = {  # attacks aimed at a particular kind of assert
     "override_builtins": ["assert sorted(solve(1)) == [2]"],
     "patch_stdlib": ["import math\nassert math.isclose(solve(1), 2.0)"],
     "shadow_builtin": ["assert sorted(solve(1)) == [2]"],
+    "patch_then_restore": ["assert solve(1)", "assert sorted(solve(2)) == [2]", "assert solve(3)"],
     "fake_module": ["assert math.isclose(solve(1), 2.0)"],  # relies on the program's `import math`, like HumanEval
 }
 

@@ -287,15 +287,15 @@ def _run_asserts(program, setup_code, tests, strict, mods, real_mods, bsnap, thr
         except _base as exc:
             verdicts += (0,)
             detail = detail or _describe(exc)
-    if _count() > threads0:
-        return "threads", "the program left threads running", verdicts, memory
-    ns["__h_test__"] = None
-    for snap, d in ((ns_snap, ns), (b_snap, bdict)):
-        changed = _len(d) != _len(snap)
-        for k, v in snap:
-            changed = changed or d.get(k, d) is not v
-        if changed:
-            return "tamper", "the test namespace was modified while tests ran", verdicts, memory
+        if _count() > threads0:
+            return "threads", "the program left threads running", verdicts, memory
+        ns["__h_test__"] = None
+        for snap, d in ((ns_snap, ns), (b_snap, bdict)):  # after every test: a change cannot help a later one
+            changed = _len(d) != _len(snap)
+            for k, v in snap:
+                changed = changed or d.get(k, d) is not v
+            if changed:
+                return "tamper", "the test namespace was modified while tests ran", verdicts, memory
     return "ok", detail, verdicts, memory
 
 
