@@ -64,10 +64,17 @@ _PROC_FD = None  # the zygote's handle on the real /proc once its own /proc is c
 _SNAPSHOT = None
 
 
-def _libc():
-    import ctypes
+_LIBC = None
 
-    return ctypes.CDLL(None, use_errno=True)
+
+def _libc():
+    """libc through ctypes, loaded once in the zygote; runners drop every reference before the program starts."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+    return _LIBC
 
 
 def _check(ret):
@@ -203,6 +210,7 @@ def _runner(job, compiled, info, workdir, fds):
         _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))  # setuid binaries cannot raise privileges
         _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))  # zygote gone -> we are gone
         del libc
+        globals()["_LIBC"] = None
         for name in ("ctypes", "_ctypes", "ctypes._endian"):  # a fresh `import ctypes` now hits the audit hook
             sys.modules.pop(name, None)
         os.environ.clear()
@@ -361,7 +369,10 @@ def _supervise(job, info):
                 open_fds.discard(fd)
     for fd in (*caps, *([pidfd] if pidfd is not None else [])):
         os.close(fd)
-    shutil.rmtree(workdir, ignore_errors=True)
+    try:
+        os.rmdir(workdir)  # the usual case: the program wrote nothing
+    except OSError:
+        shutil.rmtree(workdir, ignore_errors=True)
 
     out, err, res = (bytes(bufs[p[0]]) for p in pipes[:3])
     result = {"wall_time": wall, "stdout": out.decode("utf-8", "replace"), "stderr": err.decode("utf-8", "replace"),
