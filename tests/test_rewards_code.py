@@ -166,7 +166,8 @@ def test_chat_formatted_completions(reward):
 
 def test_samples_without_tests_get_none(reward):
     completions = [fenced("def square(x):\n    return x * x")] * 3
-    scores = reward(completions, test_list=[MBPP_TESTS, [], None], input_output=[None, None, {"inputs": []}])
+    call_based = {"fn_name": "f", "inputs": [[1]], "outputs": [2]}
+    scores = reward(completions, test_list=[MBPP_TESTS, [], None], input_output=[None, call_based, {"inputs": []}])
     assert scores == [1.0, None, None]
 
 

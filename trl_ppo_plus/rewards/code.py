@@ -6,7 +6,7 @@ Three dataset formats, picked per sample from the columns that are present:
   is the program; otherwise the completion continues the prompt and the program is prompt + completion.
 - MBPP: `test_list` is a list of assert statements (one test each), with an optional `test_setup_code`.
 - stdin/stdout (APPS / CodeContests): `input_output = {"inputs": [...], "outputs": [...]}`, a dict or a JSON string;
-  outputs are compared after whitespace normalisation.
+  outputs are compared after whitespace normalisation. (APPS's call-based samples, with `fn_name`, score `None`.)
 
 Scores: 1.0 when every test passes (the fraction passed with `partial_credit=True`); 0.0 for a syntax error,
 timeout, crash or memory limit; `None` for a sample without tests, so TRL skips this reward for it. A pass is never
@@ -142,7 +142,7 @@ class CodeExecutionReward:
                     [_lines(x) for x in spec.get("inputs", [])],
                     [_lines(x) for x in spec.get("outputs", [])],
                 )
-                if not inputs or len(inputs) != len(outputs):
+                if not inputs or len(inputs) != len(outputs) or spec.get("fn_name"):  # call-based APPS: unsupported
                     requests.append(None)
                     continue
                 req = ExecutionRequest(self._program(text, prompt, False), kind="stdio", inputs=inputs,
