@@ -16,6 +16,11 @@ Usage:
     python benchmarks/memory.py                         # Qwen2.5-0.5B shape (24 layers, hidden 896)
     python benchmarks/memory.py --layers 4              # scaled down: fits a 24 GB CPU machine in ~minutes
     python benchmarks/memory.py --preset 7b             # GPU: Llama-7B shape, 512 + 512 tokens, batch 4
+
+Measured (2-core CPU, 24 GB, `--layers 8`: 255M parameters, batch 4, 128 + 64 tokens, 9 min): peak RSS shared
+3.30 GiB / separate 9.78 GiB = 0.337 (above imports: 2.82 / 9.30 = 0.303). At this depth the fp32 embeddings
+(136M, not quantized) and the (B, T, 151936) logits dominate the shared variant; the 24-layer default and the 7b
+preset were not run here (the separate variant needs ≈ 20 GB at 24 layers; no GPU).
 """
 
 from __future__ import annotations
