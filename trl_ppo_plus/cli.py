@@ -1,33 +1,41 @@
-"""The `trl-ppo-plus` command."""
+"""The `trl-ppo-plus` command: `ppo` (train from a YAML config, like `trl grpo`), `demo` and `push`."""
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 
-def _demo(argv: list[str]) -> int:
-    # Placeholder until the demo lands: the smallest end-to-end thing that exists is the offline tiny-model kit.
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+USAGE = """usage: trl-ppo-plus <command> [options]
 
-    from trl_ppo_plus.tiny import tiny_model_dir
+commands:
+  ppo    train with PPO: trl-ppo-plus ppo --config cfg.yaml [--any_field value ...]
+         (PPOConfig, ModelConfig and script fields; --reward math|code|<reward model path>|module:function)
+  demo   the offline CPU demo: SFT then PPO on synthetic arithmetic, with before/after held-out accuracy
+  push   publish a run to the Hugging Face Hub: trl-ppo-plus push OUTPUT_DIR REPO_ID [--merge] [--dry-run]
 
-    print("trl-ppo-plus demo (preliminary): building and loading a tiny local model; PPO training is not wired yet.")
-    path = tiny_model_dir()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    model = AutoModelForCausalLM.from_pretrained(path)
-    ids = tokenizer("What is 2 plus 3?", return_tensors="pt").input_ids
-    out = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-    print(f"model dir: {path}\nsample: {tokenizer.decode(out[0][ids.shape[1]:])!r}")
-    return 0
+Run `trl-ppo-plus <command> --help` for the options of a command."""
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(prog="trl-ppo-plus", description="PPO for RLHF/RLVR on TRL.")
-    parser.add_argument("command", choices=["demo"], help="what to run")
-    args, rest = parser.parse_known_args(argv)
-    return {"demo": _demo}[args.command](rest)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command == "demo":
+        from trl_ppo_plus.demo import main as demo_main
+
+        return demo_main(rest)
+    if command == "push":
+        from trl_ppo_plus.hub import push_cli
+
+        return push_cli(rest)
+    if command == "ppo":
+        from trl_ppo_plus.ppo_cli import main as ppo_main
+
+        return ppo_main(rest)
+    print(f"trl-ppo-plus: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

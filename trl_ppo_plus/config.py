@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
+from trl_ppo_plus.kl_control import PID_KD, PID_KI, PID_KL_COEF_MAX, PID_KL_COEF_MIN, PID_KP
+
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 KL_PENALTIES = ("reward", "loss")
@@ -136,11 +138,12 @@ class PPOConfig(GRPOConfig):
     kl_controller: str = field(default="fixed", metadata={"help": "β schedule: 'fixed', 'adaptive' or 'pid'."})
     kl_target: float = field(default=6.0, metadata={"help": "Target summed KL per sequence (adaptive, pid)."})
     kl_horizon: int = field(default=10000, metadata={"help": "Adaptive controller horizon, in episodes."})
-    kl_pid_kp: float = field(default=0.5, metadata={"help": "PID proportional gain (on log β)."})
-    kl_pid_ki: float = field(default=0.05, metadata={"help": "PID integral gain (on log β)."})
-    kl_pid_kd: float = field(default=0.0, metadata={"help": "PID derivative gain (on log β)."})
-    kl_coef_min: float = field(default=1e-4, metadata={"help": "Lower bound of β (pid)."})
-    kl_coef_max: float = field(default=10.0, metadata={"help": "Upper bound of β (pid)."})
+    # PID defaults tuned by benchmarks/kl_controllers.py: fastest gains with <= 10% overshoot across plant lags/slopes.
+    kl_pid_kp: float = field(default=PID_KP, metadata={"help": "PID proportional gain on log(KL/target)."})
+    kl_pid_ki: float = field(default=PID_KI, metadata={"help": "PID integral gain on log(KL/target)."})
+    kl_pid_kd: float = field(default=PID_KD, metadata={"help": "PID derivative gain on log(KL/target)."})
+    kl_coef_min: float = field(default=PID_KL_COEF_MIN, metadata={"help": "Lower bound of β (pid)."})
+    kl_coef_max: float = field(default=PID_KL_COEF_MAX, metadata={"help": "Upper bound of β (pid)."})
     missing_eos_penalty: float | None = field(
         default=None, metadata={"help": "Subtracted from the score of completions without an EOS token."}
     )

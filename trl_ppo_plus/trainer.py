@@ -102,11 +102,19 @@ class PPOTrainer(GRPOTrainer):
         quantization_config=None,
         **kwargs,
     ):
-        from trl_ppo_plus.legacy import adapt_legacy_call
+        from trl_ppo_plus.legacy import adapt_legacy_call, prompts_from_input_ids
 
-        (model, args, train_dataset, eval_dataset, processing_class) = adapt_legacy_call(
-            model, args, train_dataset, eval_dataset, processing_class
+        call = adapt_legacy_call(dict(locals()))  # TRL <= 1.12 positional order: (args, processing_class, model, ...)
+        model, reward_funcs, args, processing_class = (
+            call["model"],
+            call["reward_funcs"],
+            call["args"],
+            call["processing_class"],
         )
+        train_dataset, eval_dataset, value_model = call["train_dataset"], call["eval_dataset"], call["value_model"]
+        ref_model, reward_model = call["ref_model"], call["reward_model"]
+        train_dataset = prompts_from_input_ids(train_dataset, processing_class)
+        eval_dataset = prompts_from_input_ids(eval_dataset, processing_class)
         if args is None:
             name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
             args = PPOConfig(f"{str(name).rstrip('/').split('/')[-1]}-PPO")
@@ -121,7 +129,7 @@ class PPOTrainer(GRPOTrainer):
         )
         if reward_model is not None:
             reward_funcs.append(reward_model)
-        if args.reward_model_path is not None:
+        if args.reward_model_path is not None and reward_model is None:  # old scripts pass both: load it once
             reward_funcs.append(args.reward_model_path)
         if value_model is None:
             value_model = args.value_model_path
@@ -414,6 +422,42 @@ class PPOTrainer(GRPOTrainer):
             self._update_stopped_early = True  # OpenAI baselines / Spinning Up: stop this update early
             metrics["policy/early_stop"].append(1.0)
         return loss
+
+    def generate_completions(self, sampling: bool = False) -> list[dict]:
+        """TRL <= 1.12's API: complete a few eval prompts with the current policy, score and print them."""
+        from trl_ppo_plus.legacy import generate_completions
+
+        return generate_completions(self, sampling=sampling)
+
+    # ------------------------------------------------------------------ model card and Hub
+    def create_model_card(self, model_name=None, dataset_name=None, tags=None):
+        """Render our template (`model_cards/ppo_model_card.md`) into `output_dir/README.md`."""
+        if not self.is_world_process_zero():
+            return
+        from trl_ppo_plus.model_card import RUN_INFO_FILE, render_model_card
+        from trl_ppo_plus.run_info import run_info_from_trainer
+
+        info = run_info_from_trainer(self, model_name, dataset_name)
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        info.to_json(os.path.join(self.args.output_dir, RUN_INFO_FILE))
+        render_model_card(info, self.args.output_dir).save(os.path.join(self.args.output_dir, "README.md"))
+
+    def push_to_hub(self, commit_message=None, blocking=True, token=None, revision=None, **kwargs):
+        """Save, render the card and upload policy, critic, card and curves in one commit (`trl_ppo_plus.hub`)."""
+        from trl_ppo_plus.hub import publish
+
+        self.save_model()
+        self.create_model_card(model_name=kwargs.get("model_name"), dataset_name=kwargs.get("dataset_name"))
+        if not self.is_world_process_zero():
+            return None
+        repo_id = self.args.hub_model_id or os.path.basename(os.path.normpath(self.args.output_dir))
+        return publish(
+            self.args.output_dir,
+            repo_id,
+            private=self.args.hub_private_repo,
+            revision=revision or self.args.hub_revision,
+            token=token or self.args.hub_token,
+        )
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, output_dir: str | None = None, state_dict=None):

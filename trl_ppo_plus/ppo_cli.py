@@ -1,0 +1,119 @@
+"""`trl-ppo-plus ppo`: train with PPO from a YAML config and/or flags, in the style of `trl grpo`.
+
+    trl-ppo-plus ppo --config examples/ppo_gsm8k_qlora.yaml --learning_rate 1e-5
+    accelerate launch --num_processes 2 -m trl_ppo_plus.ppo_cli --config cfg.yaml
+
+Arguments are TRL's `ScriptArguments` (dataset), our `PPOConfig`, TRL's `ModelConfig` (model, `--load_in_4bit`,
+`--use_peft`, `--lora_r` ...) and `RewardArguments` below.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from dataclasses import dataclass, field
+
+
+@dataclass
+class RewardArguments:
+    """Reward selection for the `ppo` command."""
+
+    reward: list[str] = field(
+        default_factory=lambda: ["math"],
+        metadata={
+            "help": "Reward(s): 'math' (verifiable math accuracy), 'code' (sandboxed tests), 'format', a reward model "
+            "path or id, or 'module:function'. Repeat for several; weights via --reward_weights."
+        },
+    )
+    eval_steps_accuracy: int = field(
+        default=0, metadata={"help": "Run VerifiableEvalCallback every N steps (0: off)."}
+    )
+
+
+def resolve_reward(spec: str):
+    """'math' / 'code' / 'format' / 'pkg.module:function' / a reward-model path or id → a `reward_funcs` entry."""
+    from trl_ppo_plus import rewards
+
+    if spec == "math":
+        return rewards.make_math_reward()
+    if spec == "code":
+        return rewards.make_code_reward()
+    if spec == "format":
+        return rewards.format_reward
+    if ":" in spec and not os.path.exists(spec):
+        module, _, name = spec.partition(":")
+        return getattr(importlib.import_module(module), name)
+    return spec  # a reward model: GRPOTrainer loads it as AutoModelForSequenceClassification(num_labels=1)
+
+
+def load_prompts(script_args):
+    """A Hub dataset id, or a local .json/.jsonl/.csv/.parquet file (offline tests and examples use files)."""
+    from datasets import load_dataset
+
+    name = script_args.dataset_name
+    builders = {".json": "json", ".jsonl": "json", ".csv": "csv", ".parquet": "parquet"}
+    ext = os.path.splitext(name)[1]
+    if ext in builders:
+        return load_dataset(builders[ext], data_files=name)
+    return load_dataset(name, name=script_args.dataset_config)
+
+
+def build_model(model_args, training_args):
+    """The policy argument and peft_config for PPOTrainer from TRL's ModelConfig flags."""
+    from trl import get_peft_config, get_quantization_config
+
+    if model_args.load_in_4bit and model_args.use_peft:  # QLoRA: one 4-bit base for policy, critic and reference
+        from trl_ppo_plus.modeling import policy_and_value_from_model_config
+
+        return policy_and_value_from_model_config(model_args, training_args), None
+    quantization_config = get_quantization_config(model_args)
+    training_args.model_init_kwargs = {
+        **(training_args.model_init_kwargs or {}),
+        "revision": model_args.model_revision,
+        "attn_implementation": model_args.attn_implementation,
+        "dtype": model_args.dtype,
+        **({"quantization_config": quantization_config} if quantization_config is not None else {}),
+    }
+    return model_args.model_name_or_path, get_peft_config(model_args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from trl import ModelConfig, ScriptArguments, TrlParser
+
+    from trl_ppo_plus import PPOConfig, PPOTrainer
+
+    parser = TrlParser((ScriptArguments, PPOConfig, ModelConfig, RewardArguments), prog="trl-ppo-plus ppo")
+    script_args, training_args, model_args, reward_args = parser.parse_args_and_config(args=argv)
+    dataset = load_prompts(script_args)
+    model, peft_config = build_model(model_args, training_args)
+    reward_funcs = [resolve_reward(spec) for spec in reward_args.reward]
+    train = dataset[script_args.dataset_train_split]
+    evaluation = dataset[script_args.dataset_test_split] if script_args.dataset_test_split in dataset else None
+    trainer = PPOTrainer(
+        model=model,
+        reward_funcs=reward_funcs,
+        args=training_args,
+        train_dataset=train,
+        eval_dataset=evaluation if training_args.eval_strategy != "no" else None,
+        peft_config=peft_config,
+    )
+    if reward_args.eval_steps_accuracy and evaluation is not None:
+        from trl_ppo_plus.callbacks import VerifiableEvalCallback
+
+        VerifiableEvalCallback(
+            evaluation,
+            reward_funcs=reward_funcs[:1],
+            eval_steps=reward_args.eval_steps_accuracy,
+            max_new_tokens=training_args.max_completion_length,
+        ).bind(trainer)
+    trainer.train()
+    trainer.save_model()
+    trainer.create_model_card(dataset_name=script_args.dataset_name)
+    if training_args.push_to_hub:
+        trainer.push_to_hub()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
