@@ -59,14 +59,34 @@ def load_prompts(script_args):
     return load_dataset(name, name=script_args.dataset_config)
 
 
-def build_model(model_args, training_args):
-    """The policy argument and peft_config for PPOTrainer from TRL's ModelConfig flags."""
+def train_and_eval_splits(dataset, script_args, eval_size: int | None = None, seed: int = 0):
+    """`(train, eval)` from a `DatasetDict`. The eval split is `dataset_test_split` when there is one, else (with
+    `eval_size`) that many examples held out of the train split: a single local file has only `train`. `eval_size`
+    also caps a given eval split (generating on all of GSM8K's 1,319 test problems at every evaluation is slow)."""
+    train = dataset[script_args.dataset_train_split]
+    if script_args.dataset_test_split in dataset:
+        evaluation = dataset[script_args.dataset_test_split]
+    elif eval_size:
+        split = train.train_test_split(test_size=eval_size, seed=seed)
+        train, evaluation = split["train"], split["test"]
+    else:
+        return train, None
+    if eval_size and len(evaluation) > eval_size:
+        evaluation = evaluation.shuffle(seed=seed).select(range(eval_size))
+    return train, evaluation
+
+
+def build_model(model_args, training_args, **qlora_kwargs):
+    """The policy argument and peft_config for PPOTrainer from TRL's ModelConfig flags. `qlora_kwargs` (e.g.
+    `reward_adapter=`) go to `load_policy_and_value` under `--load_in_4bit --use_peft`."""
     from trl import get_peft_config, get_quantization_config
 
     if model_args.load_in_4bit and model_args.use_peft:  # QLoRA: one 4-bit base for policy, critic and reference
         from trl_ppo_plus.modeling import policy_and_value_from_model_config
 
-        return policy_and_value_from_model_config(model_args, training_args), None
+        return policy_and_value_from_model_config(model_args, training_args, **qlora_kwargs), None
+    if qlora_kwargs:
+        raise ValueError(f"{sorted(qlora_kwargs)} need the shared-base QLoRA layout: pass --load_in_4bit --use_peft")
     quantization_config = get_quantization_config(model_args)
     training_args.model_init_kwargs = {
         **(training_args.model_init_kwargs or {}),
@@ -88,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     dataset = load_prompts(script_args)
     model, peft_config = build_model(model_args, training_args)
     reward_funcs = [resolve_reward(spec) for spec in reward_args.reward]
-    train = dataset[script_args.dataset_train_split]
-    evaluation = dataset[script_args.dataset_test_split] if script_args.dataset_test_split in dataset else None
+    train, evaluation = train_and_eval_splits(dataset, script_args)
     trainer = PPOTrainer(
         model=model,
         reward_funcs=reward_funcs,
