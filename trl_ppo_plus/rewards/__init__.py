@@ -14,11 +14,19 @@ _EXPORTS = {
     "format_reward": "math",
     "make_math_reward": "math",
     "MathAccuracyReward": "math",
+    "FormatReward": "math",
+    "get_shared_pool": "math_verify_pool",
     # code.py / sandbox.py: program execution against tests in a local sandbox
     "code_execution_reward": "code",
     "make_code_reward": "code",
     "CodeExecutionReward": "code",
     "extract_code": "code",
+    "CodeExecutionProvider": "sandbox",
+    "LocalSandboxProvider": "sandbox",
+    "ExecutionRequest": "sandbox",
+    "ExecutionResult": "sandbox",
+    "SandboxConfig": "sandbox",
+    "network_isolation": "sandbox",
 }
 
 __all__ = sorted(_EXPORTS)
