@@ -272,3 +272,50 @@ def test_endpoint_from_env_revision_and_cli(online_hub, full_run, monkeypatch, t
     assert push_cli([str(full_run), REPO, "--dry-run", "--dry-run-dir", str(tmp_path / "dry")]) == 0
     assert (tmp_path / "dry" / "model" / "README.md").exists()
     _assert_no_token_anywhere(online_hub, capfd)
+
+
+def test_trainer_push_to_hub_renders_our_card_and_commits_once(online_hub, tiny_model_path, tmp_path, capfd):
+    """`PPOTrainer.create_model_card` uses our template; `push_to_hub` uploads policy, critic, card in one commit."""
+    from huggingface_hub import ModelCard
+    from ppo_helpers import DigitReward, fast_args, prompts_dataset
+
+    from trl_ppo_plus import PPOTrainer
+
+    args = fast_args(
+        tmp_path / "run",
+        max_steps=2,
+        hub_model_id=REPO,
+        hub_token=TOKEN,
+        kl_controller="adaptive",
+        kl_target=1.0,
+        kl_horizon=100,
+    )
+    trainer = PPOTrainer(
+        model=tiny_model_path, reward_funcs=DigitReward(tiny_model_path), args=args, train_dataset=prompts_dataset(16)
+    )
+    trainer.train()
+    trainer.state.log_history.append({"eval/accuracy": 0.25, "step": 2})  # as VerifiableEvalCallback logs it
+    import huggingface_hub.constants as constants
+
+    original = constants.ENDPOINT
+    constants.ENDPOINT = online_hub.url
+    try:
+        result = trainer.push_to_hub()
+    finally:
+        constants.ENDPOINT = original
+    remote = online_hub.files(REPO)
+    assert {
+        "README.md",
+        RUN_INFO_FILE,
+        "model.safetensors",
+        "kl_controller.json",
+        "value_model/value_head.safetensors",
+    } <= set(remote)
+    assert len(online_hub.repo(REPO).commits) == 2 and result.commit_oid
+    card = ModelCard.load(_download(online_hub, REPO, tmp_path / "cache") / "README.md")
+    assert "ppo" in card.data.tags and "trl-ppo-plus" in card.data.tags
+    assert card.data.eval_results[0].metric_value == 0.25
+    info = json.loads(remote[RUN_INFO_FILE])
+    assert info["kl_controller"]["kind"] == "adaptive"
+    assert info["kl_controller"]["final_kl_coef"] == trainer.kl_ctl.value != info["kl_controller"]["init_kl_coef"]
+    assert TOKEN.encode() not in remote["README.md"] and TOKEN.encode() not in remote[RUN_INFO_FILE]
