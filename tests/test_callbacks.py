@@ -209,10 +209,11 @@ def test_code_pass_at_k_module_runs_programs():
     from trl_ppo_plus import metrics
 
     result = metrics.load("code_pass_at_k").compute(
-        predictions=[["def add(a, b):\n    return a + b", "def add(a, b):\n    return a - b"], ["x = 1"]],
+        predictions=[["def add(a, b):\n    return a + b", "def add(a, b):\n    return a - b"], ["x = 1", "x = 3"]],
         references=["assert add(1, 2) == 3", "assert x == 2"],
         k=[1, 2],
     )
+    # problem 1: 1 of 2 pass (pass@1 = 0.5, pass@2 = 1); problem 2: 0 of 2 pass (0, 0)
     assert result == {"pass@1": pytest.approx(0.25), "pass@2": pytest.approx(0.5)}
 
 

@@ -353,8 +353,8 @@ def save_policy_and_value(model, output_dir, critic: nn.Module | None = None, pr
         critic.save(value_dir, policy=model)
     else:
         critic.save(value_dir)
-    for name in model.peft_config:
-        if name != "default" and os.path.isfile(os.path.join(output_dir, name, ADAPTER_CONFIG)):
+    for name in (POLICY_ADAPTER, VALUE_ADAPTER):  # only the subfolders PEFT writes for our trained adapters: a user's
+        if os.path.isfile(os.path.join(output_dir, name, ADAPTER_CONFIG)):  # reward adapter dir there stays intact
             shutil.rmtree(os.path.join(output_dir, name))
     if processing_class is not None:
         processing_class.save_pretrained(output_dir)

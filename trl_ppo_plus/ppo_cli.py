@@ -1,7 +1,12 @@
 """`trl-ppo-plus ppo`: train with PPO from a YAML config and/or flags, in the style of `trl grpo`.
 
-    trl-ppo-plus ppo --config examples/ppo_gsm8k_qlora.yaml --learning_rate 1e-5
+    trl-ppo-plus ppo --config cfg.yaml --learning_rate 1e-5
+    trl-ppo-plus ppo --model_name_or_path Qwen/Qwen2.5-0.5B-Instruct --dataset_name prompts.jsonl --reward math \
+        --load_in_4bit --use_peft --lora_r 16 --output_dir runs/ppo
     accelerate launch --num_processes 2 -m trl_ppo_plus.ppo_cli --config cfg.yaml
+
+The dataset needs a `prompt` column (plus what the rewards read, e.g. `solution`); the scripts in `examples/` map
+GSM8K / MBPP columns and carry their own YAML configs.
 
 Arguments are TRL's `ScriptArguments` (dataset), our `PPOConfig`, TRL's `ModelConfig` (model, `--load_in_4bit`,
 `--use_peft`, `--lora_r` ...) and `RewardArguments` below.
@@ -103,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from trl_ppo_plus import PPOConfig, PPOTrainer
 
-    parser = TrlParser((ScriptArguments, PPOConfig, ModelConfig, RewardArguments), prog="trl-ppo-plus ppo")
+    parser = TrlParser(
+        (ScriptArguments, PPOConfig, ModelConfig, RewardArguments),
+        prog="trl-ppo-plus ppo",
+        usage="trl-ppo-plus ppo [--config cfg.yaml] [--any_field value ...]",
+        description="Train with PPO. --config FILE reads every field below from a YAML file; flags override it.",
+    )
     script_args, training_args, model_args, reward_args = parser.parse_args_and_config(args=argv)
     dataset = load_prompts(script_args)
     model, peft_config = build_model(model_args, training_args)
@@ -128,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         ).bind(trainer)
     trainer.train()
     trainer.save_model()
+    trainer.save_state()
     trainer.create_model_card(dataset_name=script_args.dataset_name)
     if training_args.push_to_hub:
         trainer.push_to_hub()

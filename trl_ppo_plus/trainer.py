@@ -370,7 +370,7 @@ class PPOTrainer(GRPOTrainer):
             self._episodes += n_steps
             self.kl_ctl.update(seq_kl.mean().item(), n_steps)  # same value on every rank: β stays in sync
             metrics["objective/kl_error"].append(float(self.kl_ctl.error))
-            metrics["episode"].append(self._episodes)
+            metrics["episode"] = [self._episodes]  # a running count, not averaged over the logging window
 
     # ------------------------------------------------------------------ loss
     def training_step(self, model, inputs, num_items_in_batch):

@@ -57,13 +57,13 @@ class CodePassAtK(evaluate.Metric):
     def _compute(self, predictions, references, k=(1,), timeout=None):
         # Lazy imports: the sandbox is only needed when programs actually run.
         from trl_ppo_plus.metrics.estimators import mean_pass_at_k
-        from trl_ppo_plus.rewards import code_execution_reward
+        from trl_ppo_plus.rewards import code_execution_reward, make_code_reward
 
-        extra = {} if timeout is None else {"timeout": timeout}
+        reward = code_execution_reward if timeout is None else make_code_reward(timeout=timeout)
         num_samples, num_correct = [], []
         for candidates, tests in zip(predictions, references):
-            # One test snippet per problem, in the reward's `tests` column (a list of assert snippets per row).
-            rewards = code_execution_reward(completions=list(candidates), tests=[[tests]] * len(candidates), **extra)
+            # One test snippet per problem, run as an MBPP-style `test_list` after each candidate program.
+            rewards = reward(completions=list(candidates), test_list=[[tests]] * len(candidates))
             num_samples.append(len(candidates))
             num_correct.append(sum(1 for r in rewards if r is not None and r >= 1.0))
         return {f"pass@{kk}": mean_pass_at_k(num_samples, num_correct, kk) for kk in k}
