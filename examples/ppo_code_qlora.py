@@ -70,8 +70,13 @@ def main(argv: list[str] | None = None) -> int:
     from trl import ModelConfig, ScriptArguments, TrlParser
 
     from trl_ppo_plus import PPOConfig, PPOTrainer
-    from trl_ppo_plus.callbacks import VerifiableEvalCallback
-    from trl_ppo_plus.ppo_cli import build_model, load_prompts, train_and_eval_splits
+    from trl_ppo_plus.ppo_cli import (
+        add_accuracy_eval,
+        build_model,
+        load_prompts,
+        train_and_eval_splits,
+        train_save_publish,
+    )
     from trl_ppo_plus.rewards import make_code_reward
 
     parser = TrlParser((ScriptArguments, PPOConfig, ModelConfig, CodeArguments))
@@ -97,22 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         train_dataset=train,
         peft_config=peft_config,
     )
-    if code_args.accuracy_eval_steps and test is not None:
-        VerifiableEvalCallback(  # correct = every test passes (reward 1.0), even with partial credit in training
-            test,
-            reward_funcs=[reward],
-            eval_steps=code_args.accuracy_eval_steps,
-            max_new_tokens=training_args.max_completion_length,
-            batch_size=training_args.per_device_eval_batch_size,
-            seed=training_args.seed,
-        ).bind(trainer)
-
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()  # policy adapter at the root, value adapter + head in value_model/
-    trainer.save_state()  # trainer_state.json: global_step and the log history
-    trainer.create_model_card(dataset_name=script_args.dataset_name)
-    if training_args.push_to_hub:
-        trainer.push_to_hub(dataset_name=script_args.dataset_name)
+    add_accuracy_eval(trainer, test, reward, code_args.accuracy_eval_steps)  # correct = reward 1.0
+    train_save_publish(trainer, script_args.dataset_name)
     return 0
 
 

@@ -168,9 +168,11 @@ def run_reward(pairs, root: str, sft_dir: str, training_args, model_args, rlhf_a
     return out
 
 
-def run_ppo(prompts, root: str, sft_dir: str, reward_dir: str, training_args, model_args, rlhf_args):
+def run_ppo(
+    prompts, root: str, sft_dir: str, reward_dir: str, training_args, model_args, rlhf_args, dataset_name=None
+):
     from trl_ppo_plus import PPOTrainer
-    from trl_ppo_plus.ppo_cli import build_model
+    from trl_ppo_plus.ppo_cli import build_model, train_save_publish
 
     training_args.output_dir = os.path.join(root, PPO_DIR)
     policy_args = dataclasses.replace(model_args, model_name_or_path=sft_dir)
@@ -189,9 +191,7 @@ def run_ppo(prompts, root: str, sft_dir: str, reward_dir: str, training_args, mo
         value_model=value_model,
         peft_config=peft_config,
     )
-    trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()
-    trainer.save_state()  # trainer_state.json: global_step and the log history
+    train_save_publish(trainer, dataset_name)
     return trainer
 
 
@@ -224,10 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         reward_dir = run_reward(pairs, root, sft_dir, training_args, model_args, rlhf_args)
     if "ppo" in rlhf_args.steps:
         prompts = dataset.map(to_ppo_prompt, remove_columns=dataset.column_names)
-        trainer = run_ppo(prompts, root, sft_dir, reward_dir, training_args, model_args, rlhf_args)
-        trainer.create_model_card(dataset_name=script_args.dataset_name)
-        if training_args.push_to_hub:
-            trainer.push_to_hub(dataset_name=script_args.dataset_name)
+        run_ppo(prompts, root, sft_dir, reward_dir, training_args, model_args, rlhf_args, script_args.dataset_name)
     return 0
 
 

@@ -103,6 +103,34 @@ def build_model(model_args, training_args, **qlora_kwargs):
     return model_args.model_name_or_path, get_peft_config(model_args)
 
 
+def add_accuracy_eval(trainer, eval_dataset, reward, eval_steps: int) -> None:
+    """Held-out accuracy every `eval_steps` with `VerifiableEvalCallback` (correct = the reward reaches 1.0)."""
+    if not eval_steps or eval_dataset is None:
+        return
+    from trl_ppo_plus.callbacks import VerifiableEvalCallback
+
+    args = trainer.args
+    VerifiableEvalCallback(
+        eval_dataset,
+        reward_funcs=[reward],
+        eval_steps=eval_steps,
+        max_new_tokens=args.max_completion_length,
+        batch_size=args.per_device_eval_batch_size,
+        seed=args.seed,
+    ).bind(trainer)
+
+
+def train_save_publish(trainer, dataset_name: str | None = None) -> None:
+    """Train (resuming if asked), save the policy and critic, the state and the card; push when `push_to_hub`."""
+    args = trainer.args
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model()  # the policy (adapter at the root under QLoRA), the critic in value_model/
+    trainer.save_state()  # trainer_state.json: global_step and the log history
+    trainer.create_model_card(dataset_name=dataset_name)
+    if args.push_to_hub:
+        trainer.push_to_hub(dataset_name=dataset_name)
+
+
 def main(argv: list[str] | None = None) -> int:
     from trl import ModelConfig, ScriptArguments, TrlParser
 
@@ -127,21 +155,8 @@ def main(argv: list[str] | None = None) -> int:
         eval_dataset=evaluation if training_args.eval_strategy != "no" else None,
         peft_config=peft_config,
     )
-    if reward_args.eval_steps_accuracy and evaluation is not None:
-        from trl_ppo_plus.callbacks import VerifiableEvalCallback
-
-        VerifiableEvalCallback(
-            evaluation,
-            reward_funcs=reward_funcs[:1],
-            eval_steps=reward_args.eval_steps_accuracy,
-            max_new_tokens=training_args.max_completion_length,
-        ).bind(trainer)
-    trainer.train()
-    trainer.save_model()
-    trainer.save_state()
-    trainer.create_model_card(dataset_name=script_args.dataset_name)
-    if training_args.push_to_hub:
-        trainer.push_to_hub()
+    add_accuracy_eval(trainer, evaluation, reward_funcs[0], reward_args.eval_steps_accuracy)
+    train_save_publish(trainer, script_args.dataset_name)
     return 0
 
 

@@ -397,8 +397,10 @@ class PPOTrainer(GRPOTrainer):
         vf_loss, vf_info = ppo_math.value_loss(
             values, inputs["old_values"], inputs["returns"], mask, args.cliprange_value, clip=args.clip_value_loss
         )
-        entropy = ppo_math.masked_mean(entropies, mask) if mask.sum() > 0 else entropies.sum() * 0
-        loss = pg_loss + args.vf_coef * vf_loss - args.entropy_coef * entropy
+        entropy = ppo_math.masked_mean(entropies if args.entropy_coef else entropies.detach(), mask)
+        loss = pg_loss + args.vf_coef * vf_loss
+        if args.entropy_coef:  # keep the entropy out of the graph when it has no weight
+            loss = loss - args.entropy_coef * entropy
         if args.kl_penalty == "loss":
             kl_loss = ppo_math.kl_penalty_loss(logps, inputs["ref_per_token_logps"], mask, args.kl_estimator)
             loss = loss + self._rollout_kl_coef * kl_loss
