@@ -13,8 +13,30 @@ import random
 from datasets import Dataset
 
 
-NAMES = ["Ann", "Bob", "Cara", "Dan", "Eve", "Finn", "Gus", "Hana"]
-ITEMS = ["apples", "books", "coins", "eggs", "pens", "stamps", "cards", "shells"]
+# Training problems use the first `N_TRAIN_WORDS` names and objects; the held-out problems only the rest. Many training
+# names make the policy read the numbers rather than memorise whole sentences, so what it learns carries over.
+NAMES = [
+    "Ann",
+    "Bob",
+    "Cara",
+    "Dan",
+    "Eve",
+    "Finn",
+    "Ivy",
+    "Jon",
+    "Kim",
+    "Leo",
+    "Mia",
+    "Ned",
+    "Olga",
+    "Pia",
+    "Ray",
+    "Sam",
+]
+NAMES += ["Gus", "Hana", "Tess", "Uma"]
+ITEMS = ["apples", "books", "coins", "eggs", "pens", "stamps", "beads", "cups", "dolls", "flags", "keys", "maps"]
+ITEMS += ["nuts", "rings", "socks", "toys", "cards", "shells", "kites", "plums"]
+N_TRAIN_WORDS = 16
 TEMPLATES = {
     "+": "{who} has {a} {what} and gets {b} more. How many {what} does {who} have now?",
     "-": "{who} has {a} {what} and gives away {b}. How many {what} does {who} have now?",
@@ -30,24 +52,40 @@ def problem(a: int, b: int, op: str, who: str, what: str) -> dict:
     }
 
 
-def make_splits(seed: int = 0, max_operand: int = 9, n_eval: int = 64) -> tuple[Dataset, Dataset]:
-    """(train, held_out) datasets with `prompt`, `completion` (the SFT target) and `solution` columns.
-
-    Training problems cover every (a, b, op) with a, b ≤ `max_operand` (a ≥ b for subtraction, so answers stay
-    non-negative), worded with the first six names and objects. The held-out problems are worded with the last two
-    names and objects, which never appear in training: the policy must carry its arithmetic over to new wording.
-    """
-    rng = random.Random(seed)
-    triples = [
+def triples(max_operand: int = 9) -> list[tuple[int, int, str]]:
+    """Every (a, b, op) with a, b ≤ `max_operand` (a ≥ b for subtraction, so answers stay non-negative)."""
+    return [
         (a, b, op)
         for op in "+-"
         for a in range(max_operand + 1)
         for b in range(max_operand + 1)
         if op == "+" or a >= b
     ]
-    train = [problem(a, b, op, rng.choice(NAMES[:6]), rng.choice(ITEMS[:6])) for a, b, op in triples]
+
+
+def make_splits(seed: int = 0, max_operand: int = 9, n_eval: int = 128, wordings: int = 1) -> tuple[Dataset, Dataset]:
+    """(train, held_out) datasets with `prompt`, `completion` (the SFT target) and `solution` columns.
+
+    Training problems cover every (a, b, op) `wordings` times, each worded with a random choice of the first `N_TRAIN_WORDS`
+    names and objects. The held-out problems are `n_eval` distinct (a, b, op) (with replacement once they run out)
+    worded with the remaining names and objects, which never appear in training: the policy must carry its arithmetic
+    over to new wording.
+    """
+    rng = random.Random(seed)
+    facts = triples(max_operand)
+    train_names, train_items = NAMES[:N_TRAIN_WORDS], ITEMS[:N_TRAIN_WORDS]
+    train = [
+        problem(a, b, op, rng.choice(train_names), rng.choice(train_items))
+        for _ in range(wordings)
+        for a, b, op in facts
+    ]
     rng.shuffle(train)
-    held_out = [problem(*rng.choice(triples), rng.choice(NAMES[6:]), rng.choice(ITEMS[6:])) for _ in range(n_eval)]
+    picked = []
+    while len(picked) < n_eval:
+        picked += rng.sample(facts, min(len(facts), n_eval - len(picked)))
+    held_out = [
+        problem(a, b, op, rng.choice(NAMES[N_TRAIN_WORDS:]), rng.choice(ITEMS[N_TRAIN_WORDS:])) for a, b, op in picked
+    ]
     return Dataset.from_list(train), Dataset.from_list(held_out)
 
 
