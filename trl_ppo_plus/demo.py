@@ -32,11 +32,12 @@ class DemoConfig:
     sft_learning_rate: float = 1.5e-3
     sft_batch_size: int = 32
     # PPO: large rollouts (128 prompts) keep the advantage estimates steady on a 0/1 reward.
-    ppo_steps: int = 100
+    ppo_steps: int = 160
     ppo_batch_size: int = 128
     ppo_learning_rate: float = 3e-4
     num_ppo_epochs: int = 2
-    temperature: float = 1.0
+    temperature: float = 0.7  # rollouts close to the greedy policy that is evaluated
+    lam: float = 1.0  # GAE λ = 1: Monte-Carlo returns minus the critic, no bias from a critic still learning
     kl_coef: float = 0.02
     kl_target: float = 2.0
     max_completion_length: int = 20
@@ -99,6 +100,7 @@ def _ppo(cfg: DemoConfig, sft_dir: Path, train, held_out, out: Path):
         learning_rate=cfg.ppo_learning_rate,
         max_completion_length=cfg.max_completion_length,
         temperature=cfg.temperature,
+        lam=cfg.lam,
         kl_controller="adaptive",
         kl_coef=cfg.kl_coef,
         kl_target=cfg.kl_target,
