@@ -38,48 +38,28 @@ def held_out_accuracy(trainer, held_out, reward, cfg) -> float:
 def train_one(algo: str, sft_dir: Path, train, held_out, cfg, group: int, out: Path) -> float:
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
-    from trl_ppo_plus import PPOConfig, PPOTrainer
+    from trl_ppo_plus import PPOTrainer
+    from trl_ppo_plus.demo import ppo_args
     from trl_ppo_plus.rewards import make_math_reward
 
     reward = make_math_reward()
-    common = dict(
-        output_dir=str(out / algo),
-        max_steps=cfg.ppo_steps,
-        per_device_train_batch_size=cfg.ppo_batch_size,
-        learning_rate=cfg.ppo_learning_rate,
-        max_completion_length=cfg.max_completion_length,
-        temperature=0.7,
-        logging_steps=10,
-        save_strategy="no",
-        report_to="none",
-        seed=cfg.seed,
-        bf16=False,
-        disable_tqdm=True,
-    )
     data = train.remove_columns("completion")
+    ppo = ppo_args(cfg, out / algo, disable_tqdm=True, logging_steps=10)  # the demo's PPO run, as is
     if algo == "ppo":
-        args = PPOConfig(
-            **common,
-            num_ppo_epochs=cfg.num_ppo_epochs,
-            kl_controller="adaptive",
-            kl_coef=cfg.kl_coef,
-            kl_target=cfg.kl_target,
-            kl_horizon=1000,
-        )
-        trainer = PPOTrainer(model=str(sft_dir), reward_funcs=reward, args=args, train_dataset=data)
-    elif algo == "grpo":
-        args = GRPOConfig(**common, num_generations=group, num_iterations=cfg.num_ppo_epochs)
-        trainer = GRPOTrainer(model=str(sft_dir), reward_funcs=reward, args=args, train_dataset=data)
-    else:
-        args = RLOOConfig(**common, num_generations=group, num_iterations=cfg.num_ppo_epochs)
-        trainer = RLOOTrainer(model=str(sft_dir), reward_funcs=reward, args=args, train_dataset=data)
+        trainer = PPOTrainer(model=str(sft_dir), reward_funcs=reward, args=ppo, train_dataset=data)
+    else:  # the same budget and sampling: steps, completions per step, length, temperature, lr, updates per rollout
+        common = {k: getattr(ppo, k) for k in ("output_dir", "max_steps", "per_device_train_batch_size",
+                  "learning_rate", "max_completion_length", "temperature", "logging_steps", "save_strategy",
+                  "report_to", "seed", "bf16", "disable_tqdm")}  # fmt: skip
+        config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if algo == "grpo" else (RLOOConfig, RLOOTrainer)
+        args = config_cls(**common, num_generations=group, num_iterations=cfg.num_ppo_epochs)
+        trainer = trainer_cls(model=str(sft_dir), reward_funcs=reward, args=args, train_dataset=data)
     trainer.train()
     return held_out_accuracy(trainer, held_out, reward, cfg)
 
 
 def main() -> None:
-    from trl_ppo_plus.demo import DemoConfig, _build_model, _sft
-    from trl_ppo_plus.demo_task import make_splits
+    from trl_ppo_plus.demo import DemoConfig, _build_model, _sft, ppo_args, splits
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
@@ -94,15 +74,15 @@ def main() -> None:
         cfg = replace(DemoConfig(), seed=seed)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
-            train, held_out = make_splits(seed, cfg.max_operand)
+            train, held_out = splits(cfg)
             sft_dir = _sft(cfg, _build_model(cfg), train, out)
-            from trl_ppo_plus import PPOConfig, PPOTrainer  # SFT accuracy through the same evaluator
+            from trl_ppo_plus import PPOTrainer  # SFT accuracy through the same evaluator
             from trl_ppo_plus.rewards import make_math_reward
 
             probe = PPOTrainer(
                 model=str(sft_dir),
                 reward_funcs=make_math_reward(),
-                args=PPOConfig(output_dir=str(out / "probe"), report_to="none", bf16=False),
+                args=ppo_args(cfg, out / "probe"),
                 train_dataset=train.remove_columns("completion"),
             )
             sft_scores.append(held_out_accuracy(probe, held_out, make_math_reward(), cfg))

@@ -86,14 +86,19 @@ def _sft(cfg: DemoConfig, model_dir: Path, train, out: Path) -> Path:
     return out / "sft"
 
 
-def _ppo(cfg: DemoConfig, sft_dir: Path, train, held_out, out: Path):
-    from trl_ppo_plus import PPOConfig, PPOTrainer
-    from trl_ppo_plus.callbacks import TrainingCurvesCallback, VerifiableEvalCallback
-    from trl_ppo_plus.rewards import make_math_reward
+def splits(cfg: DemoConfig):
+    """The demo's (train, held_out) datasets for `cfg`."""
+    from trl_ppo_plus.demo_task import make_splits
 
-    reward = make_math_reward(strict=True)
-    args = PPOConfig(
-        output_dir=str(out / "ppo"),
+    return make_splits(cfg.seed, cfg.max_operand, n_eval=cfg.n_eval, wordings=cfg.wordings)
+
+
+def ppo_args(cfg: DemoConfig, output_dir: Path, **overrides):
+    """The demo's PPOConfig (also the PPO arm of benchmarks/ppo_vs_grpo.py)."""
+    from trl_ppo_plus import PPOConfig
+
+    fields = dict(
+        output_dir=str(output_dir),
         max_steps=cfg.ppo_steps,
         per_device_train_batch_size=cfg.ppo_batch_size,
         num_ppo_epochs=cfg.num_ppo_epochs,
@@ -111,6 +116,16 @@ def _ppo(cfg: DemoConfig, sft_dir: Path, train, held_out, out: Path):
         report_to="none",
         seed=cfg.seed,
     )
+    return PPOConfig(**{**fields, **overrides})
+
+
+def _ppo(cfg: DemoConfig, sft_dir: Path, train, held_out, out: Path):
+    from trl_ppo_plus import PPOTrainer
+    from trl_ppo_plus.callbacks import TrainingCurvesCallback, VerifiableEvalCallback
+    from trl_ppo_plus.rewards import make_math_reward
+
+    reward = make_math_reward(strict=True)
+    args = ppo_args(cfg, out / "ppo")
     trainer = PPOTrainer(model=str(sft_dir), reward_funcs=reward, args=args, train_dataset=train)
     evaluator = VerifiableEvalCallback(
         held_out,
@@ -127,7 +142,6 @@ def _ppo(cfg: DemoConfig, sft_dir: Path, train, held_out, out: Path):
 
 def run_demo(cfg: DemoConfig) -> dict:
     """Run the pipeline; returns the summary (also written to `<output_dir>/demo_summary.json`)."""
-    from trl_ppo_plus.demo_task import make_splits
     from trl_ppo_plus.hub import publish
 
     start = time.perf_counter()
@@ -135,7 +149,7 @@ def run_demo(cfg: DemoConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     print("[1/5] building a tokenizer and a tiny Qwen2 model locally")
     model_dir = _build_model(cfg)
-    train, held_out = make_splits(cfg.seed, cfg.max_operand, n_eval=cfg.n_eval, wordings=cfg.wordings)
+    train, held_out = splits(cfg)
     print(f"[2/5] SFT with TRL's SFTTrainer: {len(train)} problems, {cfg.sft_steps} steps")
     sft_dir = _sft(cfg, model_dir, train, out)
     print(f"[3/5] PPO with the math reward and the adaptive KL controller, {cfg.ppo_steps} steps")
