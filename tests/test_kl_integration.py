@@ -79,3 +79,4 @@ def test_resume_continues_the_controller_exactly(tiny_model_path, tmp_path, cont
     resumed.train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-2"))
     assert logged(resumed, "objective/kl_coef") == logged(full, "objective/kl_coef")  # history 1-2 restored, 3-4 rerun
     assert resumed.kl_ctl.state_dict() == full.kl_ctl.state_dict()
+    assert resumed._episodes == full._episodes  # the episode count continues too

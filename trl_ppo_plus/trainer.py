@@ -476,7 +476,8 @@ class PPOTrainer(GRPOTrainer):
         else:
             critic.save(critic_dir, self.processing_class)
         with open(os.path.join(output_dir, KL_CONTROLLER_FILE), "w") as f:
-            json.dump({"kind": self.args.kl_controller, "state": self.kl_ctl.state_dict()}, f, indent=2)
+            state = {"kind": self.args.kl_controller, "state": self.kl_ctl.state_dict(), "episodes": self._episodes}
+            json.dump(state, f, indent=2)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         from trl_ppo_plus.modeling import is_policy_and_value, load_policy_and_value_weights
@@ -500,5 +501,7 @@ class PPOTrainer(GRPOTrainer):
         kl_file = os.path.join(checkpoint, KL_CONTROLLER_FILE)
         if os.path.exists(kl_file):
             with open(kl_file) as f:
-                self.kl_ctl.load_state_dict(json.load(f)["state"])
+                saved = json.load(f)
+            self.kl_ctl.load_state_dict(saved["state"])
+            self._episodes = saved.get("episodes", 0)
             self._rollout_kl_coef = self.kl_ctl.value
