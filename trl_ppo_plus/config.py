@@ -74,10 +74,12 @@ class PPOConfig(GRPOConfig):
             Target KL (nats per sequence, summed over tokens) of the adaptive and PID controllers.
         kl_horizon (`int`, *optional*, defaults to `10000`):
             Horizon of the adaptive controller, in episodes: larger moves β more slowly.
-        kl_pid_kp, kl_pid_ki, kl_pid_kd (`float`):
-            Gains of the PID controller on log β (see `trl_ppo_plus.kl_control.PIDKLController`).
-        kl_coef_min, kl_coef_max (`float`):
-            Bounds of β for the PID controller.
+        kl_pid_kp, kl_pid_ki, kl_pid_kd (`float`, *optional*, defaults to `0.2`, `0.02`, `0.0`):
+            Gains of the PID controller on the error log(KL/target), acting on log β
+            (`trl_ppo_plus.kl_control.PIDKLController`). Tuned with `benchmarks/kl_controllers.py`: the fastest
+            gains with ≤ 10% overshoot across plant lags and slopes.
+        kl_coef_min, kl_coef_max (`float`, *optional*, defaults to `1e-4`, `10.0`):
+            Bounds of β for the PID controller (anti-windup keeps its integral inside them).
         missing_eos_penalty (`float` or `None`, *optional*, defaults to `None`):
             Subtracted from the score of completions that end without an EOS token.
         entropy_coef (`float`, *optional*, defaults to `0.0`):
