@@ -63,6 +63,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first_seed", type=int, default=0, help="run seeds first_seed .. first_seed + seeds - 1")
     parser.add_argument("--group", type=int, default=4, help="completions per prompt for GRPO and RLOO")
     parser.add_argument("--algos", default="ppo,grpo,rloo")
     cli = parser.parse_args()
@@ -70,7 +71,7 @@ def main() -> None:
     results: dict[str, list[float]] = {a: [] for a in cli.algos.split(",")}
     sft_scores = []
     start = time.perf_counter()
-    for seed in range(cli.seeds):
+    for seed in range(cli.first_seed, cli.first_seed + cli.seeds):
         cfg = replace(DemoConfig(), seed=seed)
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp)
