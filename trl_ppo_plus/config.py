@@ -189,7 +189,7 @@ class PPOConfig(GRPOConfig):
                 raise
             self._after_group_size_check()
 
-        mini_batch = self.generation_batch_size // self.num_mini_batches if self.num_mini_batches else 0
+        mini_batch = self.generation_batch_size // self.num_mini_batches  # num_mini_batches >= 1 was validated
         if self.generation_batch_size % self.num_mini_batches or mini_batch % (
             self.per_device_train_batch_size * self.world_size
         ):
