@@ -1,5 +1,7 @@
 """QLoRA policy + value adapters on one 4-bit base (trl_ppo_plus.modeling), on the CPU with a tiny local Qwen2."""
 
+import os
+
 import pytest
 import torch
 
@@ -69,6 +71,18 @@ def test_layout_4bit_base_and_only_adapters_and_head_train(tiny_model_path):
 
 def _lora_modules(model):
     return [(n, m) for n, m in model.named_modules() if hasattr(m, "lora_A") and "policy" in m.lora_A]
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads the process's memory maps (Linux)")
+def test_4bit_base_keeps_no_view_of_the_checkpoint_file(tiny_model_path):
+    # The fp32 checkpoint loads zero-copy: a norm or embedding left as a view of the mapped .safetensors keeps the
+    # whole file (every weight the load quantized) resident.
+    model = load_policy_and_value(tiny_model_path, lora_r=4, lora_alpha=8)
+    with open("/proc/self/maps") as f:
+        spans = [line.split()[0].split("-") for line in f if line.rstrip().endswith(".safetensors")]
+    spans = [(int(start, 16), int(end, 16)) for start, end in spans]
+    tensors = [*model.named_parameters(), *model.named_buffers()]
+    assert not [name for name, t in tensors if any(start <= t.data_ptr() < end for start, end in spans)]
 
 
 def test_one_base_serves_policy_value_and_reference(tiny_model_path):

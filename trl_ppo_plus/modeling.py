@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import itertools
 import json
 import os
 import tempfile
@@ -85,14 +86,29 @@ def load_base(
     if qconfig is not None:
         from peft import prepare_model_for_kbit_training
 
-        return prepare_model_for_kbit_training(
+        model = prepare_model_for_kbit_training(
             model, use_gradient_checkpointing=gradient_checkpointing, gradient_checkpointing_kwargs=checkpointing
         )
+        _release_checkpoint_file(model)
+        return model
     model.requires_grad_(False)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(checkpointing)
         model.enable_input_require_grads()
     return model
+
+
+def _release_checkpoint_file(model) -> None:
+    """Copy the parameters and buffers that are still views of the checkpoint's memory map into memory of their own.
+
+    Weights stored in the compute dtype (an fp32 checkpoint on the CPU) load zero-copy: the embeddings, norms and
+    biases of a 4-bit base stay views of the mapped `.safetensors` file. One view keeps the whole mapping alive, and
+    every page of it that was ever read — all the full-precision weights the load quantized — counts in the resident
+    memory: ≈ 2 GB for Qwen2.5-0.5B in fp32, against ≈ 0.55 GB for its copied embeddings.
+    """
+    for tensor in itertools.chain(model.parameters(), model.buffers()):  # tied weights are one Parameter: one copy
+        if tensor.device.type == "cpu" and not tensor.untyped_storage().resizable():  # not allocated by torch: mmap
+            tensor.data = tensor.data.clone()
 
 
 def lora_config(r=16, alpha=32, dropout=0.0, target_modules="all-linear"):
