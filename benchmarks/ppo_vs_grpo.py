@@ -42,7 +42,7 @@ def train_one(algo: str, sft_dir: Path, train, held_out, cfg, group: int, out: P
     from trl_ppo_plus.demo import ppo_args
     from trl_ppo_plus.rewards import make_math_reward
 
-    reward = make_math_reward()
+    reward = make_math_reward(strict=True)  # the demo's reward
     data = train.remove_columns("completion")
     ppo = ppo_args(cfg, out / algo, disable_tqdm=True, logging_steps=10)  # the demo's PPO run, as is
     if algo == "ppo":
@@ -82,11 +82,11 @@ def main() -> None:
 
             probe = PPOTrainer(
                 model=str(sft_dir),
-                reward_funcs=make_math_reward(),
+                reward_funcs=make_math_reward(strict=True),
                 args=ppo_args(cfg, out / "probe"),
                 train_dataset=train.remove_columns("completion"),
             )
-            sft_scores.append(held_out_accuracy(probe, held_out, make_math_reward(), cfg))
+            sft_scores.append(held_out_accuracy(probe, held_out, make_math_reward(strict=True), cfg))
             for algo in results:
                 results[algo].append(train_one(algo, sft_dir, train, held_out, cfg, cli.group, out))
                 print(f"seed {seed} {algo}: held-out accuracy {results[algo][-1]:.3f} (SFT {sft_scores[-1]:.3f})")

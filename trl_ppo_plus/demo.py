@@ -27,8 +27,11 @@ class DemoConfig:
     max_operand: int = 9  # operands 0..max_operand: 100 sums and 55 differences
     wordings: int = 8  # each training fact appears this many times, with random (training) names and objects
     n_eval: int = 128  # held-out problems: distinct facts, worded with names and objects never seen in training
-    # SFT: deliberately short, so the SFT policy is only partly right and PPO has something to fix.
-    sft_steps: int = 200
+    # SFT: deliberately short, so the SFT policy is only partly right and PPO has something to fix. 300 steps is just
+    # past the point where the model learns to copy the operands from the prompt (held-out accuracy 23% at 200 steps,
+    # 34% at 300, 62% at 600 for seed 0): PPO sharpens a policy that can already solve the task on some samples
+    # (pass@8 ≈ 78% at T=1) but gains little from one that cannot yet copy (+12 pts from 200 steps vs +25 from 300).
+    sft_steps: int = 300
     sft_learning_rate: float = 1.5e-3
     sft_batch_size: int = 32
     # PPO: large rollouts (128 prompts) keep the advantage estimates steady on a 0/1 reward.
