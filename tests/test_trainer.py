@@ -128,6 +128,7 @@ def test_kl_penalty_in_loss_mode_and_early_stop(tiny_model_path, tmp_path):
         ({"kl_controller": "adaptive", "kl_horizon": 0}, "kl_horizon"),
         ({"kl_controller": "pid", "kl_pid_ki": -1.0}, "kl_pid_ki"),
         ({"kl_controller": "pid", "kl_coef_min": 1.0, "kl_coef_max": 0.5}, "kl_coef"),
+        ({"cpu_malloc_mmap_threshold": 64 * 2**20}, "cpu_malloc_mmap_threshold"),
     ],
 )
 def test_config_rejects_bad_values_naming_the_field(tmp_path, overrides, field):

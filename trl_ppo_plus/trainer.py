@@ -33,6 +33,7 @@ from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model, pad, 
 
 from trl_ppo_plus import ppo_math
 from trl_ppo_plus.config import PPOConfig
+from trl_ppo_plus.cpu_memory import set_malloc_mmap_threshold
 from trl_ppo_plus.kl_control import build_kl_controller
 from trl_ppo_plus.validation import check_models_before_loading
 from trl_ppo_plus.value import AdapterCritic, SeparateCritic, SharedTrunkCritic
@@ -157,6 +158,8 @@ class PPOTrainer(GRPOTrainer):
             if hasattr(self, "generation_config"):
                 self.generation_config.eos_token_id = self.eos_token_ids
 
+        if args.cpu_malloc_mmap_threshold is not None and self.accelerator.device.type == "cpu":
+            set_malloc_mmap_threshold(args.cpu_malloc_mmap_threshold)  # freed activations go back to the OS
         self._setup_critic(value_model)
         self._setup_reference(ref_model)
         self.kl_ctl = build_kl_controller(
