@@ -23,8 +23,9 @@ peaked at 5.85 GiB; the separate variant, 19.14 GiB, comes from an earlier run o
 before them (not rerun here: it needs ≈ 20 GB), so 3.69 / 19.14 = 0.19 is indicative only. The fixes: a 4-bit base
 no longer keeps the fp32 checkpoint memory-mapped (`load_base`: −1.5 GiB of file pages), and `PPOTrainer` on the
 CPU fixes glibc's mmap threshold (`PPOConfig.cpu_malloc_mmap_threshold`), which applies to both variants. Per
-phase (RSS high-water mark): loading 3.0–3.2 GiB (the copy out of the mapped checkpoint), generation 1.45, rollout
-forwards 1.8, PPO loss forward 1.9, loss + backward ≈ 2.3–2.6. The 7b preset was not run (no GPU).
+phase, in separate probe runs with the same code (RSS high-water mark, GiB): loading 3.0–3.2 (the copy out of the
+mapped checkpoint), generation 1.45, rollout forwards 1.8, PPO loss forward 1.9, loss + backward alone 2.3. Which
+phase reached the benchmark run's 3.69 was not established. The 7b preset was not run (no GPU).
 """
 
 from __future__ import annotations
