@@ -17,14 +17,15 @@ Usage:
     python benchmarks/memory.py --layers 4              # scaled down: fits a 24 GB CPU machine in ~minutes
     python benchmarks/memory.py --preset 7b             # GPU: Llama-7B shape, 512 + 512 tokens, batch 4
 
-Measured (2-core CPU, 24 GB, default 0.5b shape: 494M parameters, 24 layers, batch 4, 128 + 64 tokens;
-`python benchmarks/memory.py`, both variants in one run, ~25 min on a loaded machine): peak RSS shared 3.32 GiB /
-separate 18.48 GiB = 0.180 (above imports: 2.84 / 18.00 = 0.158); target <= 0.25. Before two fixes the same run gave
-5.85 / 19.14 = 0.305: a 4-bit base no longer keeps the fp32 checkpoint memory-mapped (`load_base`: -1.5 GiB of file
-pages), and `PPOTrainer` on the CPU fixes glibc's mmap threshold (`PPOConfig.cpu_malloc_mmap_threshold`, applies to
-both variants), so freed activations go back to the OS. Per phase of the shared variant, in separate probe runs (RSS
-high-water mark, GiB): loading 3.0-3.2 (the copy out of the mapped checkpoint), generation 1.45, rollout forwards
-1.8, PPO loss forward 1.9, loss + backward alone 2.3. The 7b preset was not run (no GPU was available).
+Measured (2-core CPU, 24 GB, default 0.5b shape: 494M parameters, 24 layers, batch 4, 128 + 64 tokens; `python
+benchmarks/memory.py`, both variants in one run, ~25 min on a loaded machine): peak RSS shared 3.32 GiB / separate
+18.48 GiB = 0.180 (above imports: 2.84 / 18.00 = 0.158); target <= 0.25. Before two fixes the same run gave 5.85 /
+19.14 = 0.305: a 4-bit base no longer keeps the fp32 checkpoint memory-mapped (`load_base`: -1.5 GiB of file pages),
+and `PPOTrainer` on the CPU fixes glibc's mmap threshold (`PPOConfig.cpu_malloc_mmap_threshold`, which this script
+sets to 1 MiB for both variants; it is off by default because it costs CPU time), so freed activations go back to
+the OS. Per phase of the shared variant, in separate probe runs (RSS high-water mark, GiB): loading 3.0-3.2 (the
+copy out of the mapped checkpoint), generation 1.45, rollout forwards 1.8, PPO loss forward 1.9, loss + backward
+alone 2.3. The 7b preset was not run (no GPU was available).
 """
 
 from __future__ import annotations
@@ -130,6 +131,7 @@ def run_variant(variant: str, root: str, spec: dict) -> dict:
         num_ppo_epochs=1,
         gradient_checkpointing=True,
         model_init_kwargs={"dtype": compute_dtype()},
+        cpu_malloc_mmap_threshold=2**20,  # both variants: freed activations go back to the OS (off by default)
         report_to="none",
         save_strategy="no",
         disable_tqdm=True,

@@ -96,12 +96,13 @@ class PPOConfig(GRPOConfig):
         local_rollout_forward_batch_size (`int` or `None`, *optional*, defaults to `None`):
             Batch size of the no-grad forward passes of a rollout (policy, reference, critic). `None`:
             `per_device_train_batch_size`.
-        cpu_malloc_mmap_threshold (`int` or `None`, *optional*, defaults to `1048576`):
+        cpu_malloc_mmap_threshold (`int` or `None`, *optional*, defaults to `None`):
             When training on the CPU under glibc, allocations of at least this many bytes get their own `mmap` and
             go back to the OS when freed (`trl_ppo_plus.cpu_memory`). Without it glibc keeps freed activations in
             its heap: at the `benchmarks/memory.py` shape that free heap was 2.5 of 3.9 GiB after one backward.
-            Process-wide; glibc's `MALLOC_MMAP_THRESHOLD_` environment variable wins. At most 32 MiB; `None`
-            leaves glibc's default.
+            Costs CPU time (page faults on every large allocation: 1 MiB made the demo's PPO steps 1.8× slower), so
+            set it (e.g. `1048576`) only when memory is the limit. Process-wide; glibc's `MALLOC_MMAP_THRESHOLD_`
+            environment variable wins. At most 32 MiB; `None` leaves glibc's default.
 
         > Old TRL (≤ 1.12) names, accepted so that stranded scripts keep running
 
@@ -164,7 +165,7 @@ class PPOConfig(GRPOConfig):
         default=None, metadata={"help": "Batch size of the no-grad rollout forwards (default: per-device batch)."}
     )
     cpu_malloc_mmap_threshold: int | None = field(
-        default=2**20,
+        default=None,
         metadata={"help": "On the CPU (glibc): allocations of at least this many bytes are unmapped when freed."},
     )
 
