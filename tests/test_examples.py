@@ -72,6 +72,16 @@ def assert_qlora_checkpoint(output_dir: Path) -> None:
     assert (output_dir / "kl_controller.json").is_file()
 
 
+def run_qlora_example(name: str, model_path: str, dataset: str, output_dir: Path, eval_steps: int) -> list[dict]:
+    """Run `examples/<name>.py` with its YAML, 4-bit + LoRA, for 2 steps; returns the log history."""
+    argv = ["--config", str(EXAMPLES / f"{name}.yaml"), *tiny_run_flags(model_path, dataset, output_dir)]
+    argv += ["--load_in_4bit", "--use_peft", "--accuracy_eval_examples", "2", "--accuracy_eval_steps", str(eval_steps)]
+    assert load_example(name).main(argv) == 0
+    state = trainer_state(output_dir)
+    assert state["global_step"] == 2
+    return state["log_history"]
+
+
 def assert_card(output_dir: Path, dataset: str) -> None:
     card = (output_dir / "README.md").read_text()
     assert "trl-ppo-plus" in card and dataset in card
@@ -126,13 +136,7 @@ def test_gsm8k_qlora_example(tiny_model_path, tmp_path):
     ]
     data = write_jsonl(tmp_path / "gsm8k.jsonl", rows)
     out = tmp_path / "run"
-    argv = ["--config", str(EXAMPLES / "ppo_gsm8k_qlora.yaml"), *tiny_run_flags(tiny_model_path, data, out)]
-    argv += ["--load_in_4bit", "--use_peft", "--accuracy_eval_examples", "2", "--accuracy_eval_steps", "1"]
-    assert load_example("ppo_gsm8k_qlora").main(argv) == 0
-
-    state = trainer_state(out)
-    assert state["global_step"] == 2
-    logs = state["log_history"]
+    logs = run_qlora_example("ppo_gsm8k_qlora", tiny_model_path, data, out, eval_steps=1)
     assert [h["step"] for h in logs if "eval/accuracy" in h] == [0, 1, 2]  # held-out accuracy before and during
     assert any("rewards/math_accuracy_reward/mean" in h for h in logs)
     kl_config = json.loads((out / "kl_controller.json").read_text())
@@ -165,13 +169,7 @@ def test_code_qlora_example_mbpp(tiny_model_path, tmp_path):
     ]
     data = write_jsonl(tmp_path / "mbpp.jsonl", rows)
     out = tmp_path / "run"
-    argv = ["--config", str(EXAMPLES / "ppo_code_qlora.yaml"), *tiny_run_flags(tiny_model_path, data, out)]
-    argv += ["--load_in_4bit", "--use_peft", "--accuracy_eval_examples", "2", "--accuracy_eval_steps", "2"]
-    assert load_example("ppo_code_qlora").main(argv) == 0
-
-    state = trainer_state(out)
-    assert state["global_step"] == 2
-    logs = state["log_history"]
+    logs = run_qlora_example("ppo_code_qlora", tiny_model_path, data, out, eval_steps=2)
     assert [h["step"] for h in logs if "eval/accuracy" in h] == [0, 2]
     assert any("rewards/code_execution_reward/mean" in h for h in logs)  # scored (garbage code: 0.0, not None)
     assert_qlora_checkpoint(out)
