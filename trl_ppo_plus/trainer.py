@@ -400,7 +400,7 @@ class PPOTrainer(GRPOTrainer):
         vf_loss, vf_info = ppo_math.value_loss(
             values, inputs["old_values"], inputs["returns"], mask, args.cliprange_value, clip=args.clip_value_loss
         )
-        entropy = ppo_math.masked_mean(entropies if args.entropy_coef else entropies.detach(), mask)
+        entropy = ppo_math.masked_mean(entropies, mask)
         loss = pg_loss + args.vf_coef * vf_loss
         if args.entropy_coef:  # keep the entropy out of the graph when it has no weight
             loss = loss - args.entropy_coef * entropy
