@@ -257,7 +257,7 @@ class PPOConfig(GRPOConfig):
             bad("missing_eos_penalty", self.missing_eos_penalty, "it is subtracted from the score, so it must be >= 0")
         threshold = self.cpu_malloc_mmap_threshold
         if threshold is not None and not 0 <= threshold <= MMAP_THRESHOLD_MAX:
-            bad("cpu_malloc_mmap_threshold", threshold, "glibc accepts 0 to 32 MiB (33554432 bytes), or None")
+            bad("cpu_malloc_mmap_threshold", threshold, f"glibc accepts 0 to {MMAP_THRESHOLD_MAX} bytes, or None")
         if self.stop_token not in (None, "eos"):
             bad("stop_token", self.stop_token, "only 'eos' is supported (use stop_token_id for another token)")
         validate_kl_control_args(
