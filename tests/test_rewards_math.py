@@ -288,7 +288,10 @@ def test_extract_answer(text, strict, expected):
 # (answer, expected (value, is_percent) or None)
 NUMBER_CASES = [
     ("1,234", (Fraction(1234), False)),
-    ("1,2", None),
+    ("1,2", (Fraction(6, 5), False)),  # a decimal comma: a thousands separator groups by 3
+    ("1000,99", (Fraction(100099, 100), False)),
+    ("0,111", (Fraction(111, 1000), False)),
+    ("1 000", (Fraction(1000), False)),
     ("1,23,4", None),
     (r"\$5", (Fraction(5), False)),
     (r"50\%", (Fraction(50), True)),

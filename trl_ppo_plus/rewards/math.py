@@ -13,11 +13,12 @@ Scores: 1.0 correct, 0.0 wrong / answerless / timed out, None when the gold answ
 this reward for the sample).
 """
 
+import logging
 import threading
 from collections import OrderedDict
 
 from .math_exact import canonical, exact_equal, numbers_equal, parse_number
-from .math_extract import extract_answer, last_boxed, strip_math_delimiters
+from .math_extract import extract_answer, last_boxed
 from .math_verify_pool import TIMED_OUT, get_shared_pool
 
 
@@ -31,6 +32,8 @@ __all__ = [
     "verify_answer",
 ]
 
+logger = logging.getLogger(__name__)
+_warned_unreadable_gold = False
 _CACHE_SIZE = 50_000  # symbolic verdicts kept per process; GRPO repeats the same gold for every generation
 _cache: OrderedDict = OrderedDict()
 _cache_lock = threading.Lock()
@@ -61,7 +64,22 @@ def gold_answer(solution) -> str | None:
     if isinstance(solution, int | float):
         return repr(solution) if isinstance(solution, float) else str(solution)
     text = str(solution).strip()
-    return (extract_answer(text, strict=True) or strip_math_delimiters(text)) or None
+    answer = extract_answer(text, strict=True)
+    if answer is None and text:
+        _warn_unreadable_gold(text)
+    return answer
+
+
+def _warn_unreadable_gold(text: str) -> None:
+    """Log once per process that a gold solution has no answer we can read (those samples score None)."""
+    global _warned_unreadable_gold
+    if not _warned_unreadable_gold:
+        _warned_unreadable_gold = True
+        logger.warning(
+            "A gold solution has no readable answer (no \\boxed{}, `#### N`, answer marker, or bare answer), so "
+            "its samples score None and TRL skips this reward for them; e.g. %r. Logged once.",
+            text[:200],
+        )
 
 
 def _symbolic(items: list[tuple[str | None, str]], timeout: float) -> list:

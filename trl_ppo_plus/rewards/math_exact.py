@@ -17,15 +17,17 @@ from .math_extract import strip_math_delimiters
 
 # Numbers: thousands separators must group by 3 (so "1,2" is a pair, not 12); the exponent is bounded so the fast
 # path never builds a huge integer (`Fraction("1e999999999")` would): bigger exponents go to the symbolic pool.
-_DEC = r"(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d*)?|\.\d+"
+_DEC = r"(?:\d{1,3}(?:,\d{3})+|\d{1,3}(?:[ \u00a0\u202f]\d{3})+|\d+)(?:\.\d*)?|\.\d+"
 _SIGNED = rf"[+-]?\s*(?:{_DEC})"
 _DECIMAL_RE = re.compile(
     rf"(?P<sign>[+-]?)\s*(?P<mant>{_DEC})(?:[eE](?P<e>[+-]?\d+))?"
     r"(?:\s*(?:\\times|\\cdot|×|\*|x)\s*10\s*\^\s*(?:\{\s*(?P<p>[+-]?\d+)\s*\}|(?P<q>[+-]?\d+)))?"
 )
-_FRAC_RE = re.compile(rf"(?P<sign>[+-]?)\s*\\[dt]?frac\s*(?:\{{\s*(?P<a>{_SIGNED})\s*\}}|(?P<a1>\d))\s*"
+_FRAC_RE = re.compile(rf"(?P<sign>[+-]?)\s*\\[dtc]?frac\s*(?:\{{\s*(?P<a>{_SIGNED})\s*\}}|(?P<a1>\d))\s*"
                       rf"(?:\{{\s*(?P<b>{_SIGNED})\s*\}}|(?P<b1>\d))")  # fmt: skip
 _SLASH_RE = re.compile(rf"(?P<a>{_SIGNED})\s*/\s*(?P<b>{_SIGNED})")
+_DECIMAL_COMMA_RE = re.compile(r"[+-]?(?:0,\d+|\d+,(?:\d{1,2}|\d{4,}))")  # `1,22`, `0,111`: never thousands
+_THOUSANDS_RE = re.compile(r"\s*(?:\{,\}|,\\!)\s*")  # `1{,}234`, `11,\! 111`: a thousands separator
 _MAX_EXPONENT = 1_000
 _MAX_NUMBER_CHARS = 256
 
@@ -41,7 +43,7 @@ _NOT_UNITS = {"pi", "e", "i", "sqrt", "x", "times", "cdot", "frac", "e-", "e+"}
 def _to_fraction(sign: str, mantissa: str, exponent: int = 0) -> Fraction | None:
     if abs(exponent) > _MAX_EXPONENT:
         return None
-    value = Fraction(mantissa.replace(",", "").replace(" ", "")) * Fraction(10) ** exponent
+    value = Fraction(re.sub(r"[,\s]", "", mantissa)) * Fraction(10) ** exponent
     return -value if sign == "-" else value
 
 
@@ -82,13 +84,15 @@ def parse_number(answer: str | None) -> tuple[Fraction, bool] | None:
     t = strip_math_delimiters(answer)
     if len(t) > 2 and t[0] == "{" and t[-1] == "}" and "{" not in t[1:-1]:
         t = t[1:-1]
-    t = t.replace("−", "-").replace("{,}", ",").replace("\\!", "").replace("\\,", "").replace("\\ ", " ")
+    t = _THOUSANDS_RE.sub(",", t).replace("−", "-").replace("\\!", "").replace("\\,", "").replace("\\ ", " ")
     t = t.replace("\\left", "").replace("\\right", "").replace("~", " ")
     t = _DEGREE_RE.sub("", _TEXT_CMD_RE.sub(" ", t)).strip()
     is_percent = bool(_PERCENT_RE.search(t))
     t = _PERCENT_RE.sub("", t).strip()
     t = _CURRENCY_RE.sub("", _ASSIGN_RE.sub("", t)).strip()
     t = _CURRENCY_RE.sub("", t).strip()  # "-$5" is rare, "$-5" and "x = $5" are not
+    if _DECIMAL_COMMA_RE.fullmatch(t):  # a decimal comma, as written in much of Europe
+        t = t.replace(",", ".")
     value = _parse_plain(t)
     if value is None:
         m = _UNIT_TAIL_RE.match(t)
@@ -112,7 +116,8 @@ def numbers_equal(pred: tuple[Fraction, bool], gold: tuple[Fraction, bool], rel_
 
 
 # Structured answers: radicals, multiples of pi, infinity, and sets / intervals / tuples of those.
-_WS_RE = re.compile(r"\s+(?!\d)|(?<!\d)\s+")  # whitespace goes, except between two digits ("1 2" is not 12)
+_WS_RE = re.compile(r"\s+(?!\d)|(?<![\d,])\s+")  # whitespace goes, except before a digit after a digit or a comma
+# ("1 2" is not 12, and "32, 349" is a pair, not 32349; `32,\! 349` is 32349)
 _LATEX_NOISE_RE = re.compile(r"\\left|\\right|\\[,;:! ]|\\displaystyle|\$")
 _INFINITY = {"\\infty": 1, "+\\infty": 1, "-\\infty": -1, "∞": 1, "-∞": -1}
 _EMPTY_SETS = {"\\emptyset", "\\varnothing", "\\{\\}", "∅"}
@@ -181,7 +186,7 @@ def _pi_key(q: Fraction) -> tuple:
     return ("pi", q) if q else ("alg", 0, Fraction(0))
 
 
-_GENERIC_FRAC_RE = re.compile(r"(?P<sign>[+-]?)\\[dt]?frac\{(?P<a>(?:[^{}]|\{[^{}]*\})+)\}\{(?P<b>[^{}]+)\}")
+_GENERIC_FRAC_RE = re.compile(r"(?P<sign>[+-]?)\\[dtc]?frac\{(?P<a>(?:[^{}]|\{[^{}]*\})+)\}\{(?P<b>[^{}]+)\}")
 _GENERIC_SLASH_RE = re.compile(r"(?P<a>[^/]*\\(?:sqrt|pi)[^/]*)/(?P<b>[^/\\]+)")
 _SQRT_RE = re.compile(r"(?P<coef>[^\\]*?(?:\\[dt]?frac\{[^{}]*\}\{[^{}]*\})?(?:\\cdot|\\times|\*)?)"
                       r"\\sqrt(?:\{(?P<m>[^{}]+)\}|(?P<m1>\d))")  # fmt: skip
@@ -191,7 +196,13 @@ def canonical(answer: str | None) -> tuple | None:
     """A hashable key, equal for two answers exactly when they are equal, for the forms this module knows."""
     if answer is None or len(answer) > _MAX_NUMBER_CHARS:
         return None
-    t = _WS_RE.sub("", _LATEX_NOISE_RE.sub(" ", answer)).replace("−", "-").replace("\\dfrac", "\\frac")
+    t = _THOUSANDS_RE.sub(",", answer)
+    t = (
+        _WS_RE.sub("", _LATEX_NOISE_RE.sub(" ", t))
+        .replace("−", "-")
+        .replace("\\dfrac", "\\frac")
+        .replace("\\cfrac", "\\frac")
+    )
     t = re.sub(r"^(?:[A-Za-z](?:_\{?\w+\}?)?(?:=|\\in))", "", t)  # `x = 3\sqrt{2}`, `x \in [1, 2)`
     if t in _EMPTY_SETS:
         return ("set", frozenset())
@@ -234,9 +245,12 @@ def exact_equal(pred: str | None, gold: str | None, rel_tol: float = 0.0) -> boo
         return None
     if pred_key == gold_key:
         return True
-    if rel_tol > 0 and pred_key[0] == "scalar":
+    if rel_tol > 0 and pred_key[0] in ("scalar", "seq"):  # a number, or an interval / tuple element by element
+        pairs = [(pred_key[1], gold_key[1])] if pred_key[0] == "scalar" else None
+        if pred_key[0] == "seq" and pred_key[1:3] == gold_key[1:3] and len(pred_key[3]) == len(gold_key[3]):
+            pairs = list(zip(pred_key[3], gold_key[3]))
         try:
-            return math.isclose(_float(pred_key[1]), _float(gold_key[1]), rel_tol=rel_tol)
+            return bool(pairs) and all(math.isclose(_float(p), _float(g), rel_tol=rel_tol) for p, g in pairs)
         except OverflowError:  # beyond float range: let math-verify decide
             return None
     return False

@@ -3,13 +3,21 @@
 Pure string work, linear time in the input length (a 1 MB completion or 5,000 nested braces take milliseconds),
 no recursion. `math.py` calls it in-process for every completion.
 
-Extraction order (`extract_answer`):
-    1. the last top-level `\\boxed{...}` / `\\fbox{...}` (nested braces; `\\boxed{\\boxed{5}}` unwraps to `5`);
-    2. the last `#### N` (GSM8K);
-    3. the last "the (final) answer is ..." / "answer: ...";
-    4. only when `strict=False`: the last number in the text.
-An earlier rule wins even if a later one matches further down the text, as in open-instruct (boxed first) and
-veRL's GSM8K parser (`####` anchor, last match).
+Extraction order (`extract_answer`); the first rule that finds an answer wins:
+    1. the last closed `<answer>...</answer>` block (R1-style prompts), read with rules 2-6 inside it, else whole;
+    2. the last top-level `\\boxed{...}` / `\\fbox{...}` (nested braces; `\\boxed{\\boxed{5}}` unwraps to `5`;
+       boxes separated only by "and", commas or spacing, `\\boxed{-2} \\quad \\boxed{1}`, are read together as
+       `-2, 1`), unless a "final answer is" statement comes after it (Minerva's `Final Answer: The final answer is`);
+    3. the last `#### N` (GSM8K);
+    4. the last answer marker: "the (final) answer is", `answer:` / `answer =`, `Answer $9$`, `A: 18` at the start
+       of a line (GSM8K model solutions), and "la réponse est", "答案是", "la respuesta es", "die Antwort ist";
+       a marker followed by a sentence ("The largest $n$ is 34") gives what follows its last "is" / "=";
+    5. a bare answer: the whole text is one number or one LaTeX expression, optionally in `$...$`;
+    6. a closing math span: the last `$...$` / `\\[...\\]` / `\\(...\\)` of the text, in its final sentence
+       ("Therefore $x \\geq 5$ is the solution."), as Math-Verify reads free-form answers;
+    7. only when `strict=False`: the last number in the text (`1 234,5` and `2,74` read as one number each).
+Rules 1-6 are "an explicit answer" (strict mode); rule 7 also rewards a number that merely comes last. Boxes and
+`####` outrank an earlier or later "the answer is", as in open-instruct (boxed first) and veRL's GSM8K parser.
 """
 
 import re
@@ -18,10 +26,29 @@ import re
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
 _BRACE_RE = re.compile(r"\\.|[{}]")  # an escaped char (\{ \} \\) is skipped, so literal braces never count
 _GSM8K_RE = re.compile(r"####\s*([^\n]*)")
-_ANSWER_IS_RE = re.compile(r"answer\s*(?:is\s*:?|:|=)", re.IGNORECASE)
-_LAST_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?|-?\.\d+")
-_SENTENCE_END_RE = re.compile(r"\.(?=\s|$)|,\s+(?=[A-Za-z]{2})|\n")
+_ANSWER_MARKER_RE = re.compile(
+    r"answer\s*(?:is\s*:?|:|=)"  # the (final) answer is / answer: / answer =
+    r"|answer\s*(?=\$|\\\[|\\\()"  # "Answer $9$", "Answer \[ 9 \]"
+    r"|^[ \t*#]*(?-i:A)[ \t*]*:"  # GSM8K model solutions end in "A: 18"
+    r"|r[ée]ponse\s*(?:est|:|=)|答案\s*(?:是|为|:|：|=)|respuesta\s*(?:es|:|=)|antwort\s*(?:ist|lautet|:|=)",
+    re.IGNORECASE | re.MULTILINE,
+)
+_FINAL_ANSWER_RE = re.compile(r"final\s+answer\s*(?:is|:)", re.IGNORECASE)
+_BOX_JOINER_RE = re.compile(
+    r"(?:\s|,|;|\$|\\[,;:! ]|\\q?quad|\\\[|\\\]|\\\(|\\\)|\band\b|\bor\b|\\text\{\s*(?:and|or|,)?\s*\})*"
+)
+_MATH_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$([^$]+?)\$", re.DOTALL)
+_SPECIAL_TOKEN_RE = re.compile(r"(?:\s*(?:<\|[^|>]{1,40}\|>|</s>|<eos>)\w*)+\s*$")  # `<|im_start|>user` left over
+_TEXT_CMD_RE = re.compile(r"\\(?:text|mbox|textbf|mathrm|operatorname|begin|end)\s*\{[^{}]*\}")
+_PROSE_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}\s+[A-Za-z]{2,}(?![A-Za-z(])")  # two words in a row
+_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
+_COPULA_RE = re.compile(r"\b(?:is|are|was|equals|be)\b|=", re.IGNORECASE)
+_NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?!\d)|\d+)(?:\.\d+|,\d{1,2}(?!\d))?(?:/\d+)?|-?\.\d+"
+_LAST_NUMBER_RE = re.compile(_NUMBER)
+_SENTENCE_END_RE = re.compile(r"[.。!?！？](?=\s|$)|[,，]\s+(?=[A-Za-z]{2})|\n")
 _LAST_NUMBER_TAIL = 2_000  # chars searched first for the last number; the whole text only if the tail has none
+_SPAN_TAIL = 4_000  # chars searched for a closing math span
+_MAX_BARE = 300  # longest text read whole as a bare answer
 
 
 def _match_braces(text: str, start: int, limit: int) -> dict[int, int]:
@@ -59,20 +86,37 @@ def _boxes(text: str) -> list[tuple[int, int, str]]:
     return boxes
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last top-level `\\boxed{}` / `\\fbox{}`, unwrapping boxes that fill a box; None if none."""
-    for _ in range(64):  # unwrap `\boxed{\boxed{...}}`; the bound only guards absurd nesting
-        boxes = _boxes(text)
-        if not boxes:
-            return None
-        start, end, content = boxes[-1]
+def _unwrap(content: str) -> str:
+    """`\\boxed{\\boxed{5}}` -> `5`: unwrap boxes that fill a box; the bound only guards absurd nesting."""
+    for _ in range(64):
         inner = content.strip()
         wrapped = _boxes(inner)
-        if len(wrapped) == 1 and wrapped[0][0] == 0 and wrapped[0][1] == len(inner):
-            text = inner
-            continue
-        return inner
-    return None
+        if not (len(wrapped) == 1 and wrapped[0][0] == 0 and wrapped[0][1] == len(inner)):
+            return inner
+        content = wrapped[0][2]
+    return content.strip()
+
+
+def _last_boxes(text: str) -> tuple[int, str] | None:
+    """(start, content) of the last box, joined with the boxes just before it that only spacing or "and" separate."""
+    boxes = _boxes(text)
+    if not boxes:
+        return None
+    start, end, content = boxes[-1]
+    group = [_unwrap(content)]
+    for prev_start, prev_end, prev_content in reversed(boxes[:-1]):
+        if _BOX_JOINER_RE.fullmatch(text, prev_end, start) is None:
+            break
+        group.append(_unwrap(prev_content))
+        start = prev_start
+    group = [part for part in reversed(group) if part]
+    return (start, ", ".join(group)) if group else None
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last top-level `\\boxed{}` / `\\fbox{}`, unwrapping boxes that fill a box; None if none."""
+    boxes = _boxes(text)
+    return (_unwrap(boxes[-1][2]) or None) if boxes else None
 
 
 def strip_math_delimiters(answer: str) -> str:
@@ -81,19 +125,83 @@ def strip_math_delimiters(answer: str) -> str:
     for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**")):
         if len(answer) > len(left) + len(right) and answer.startswith(left) and answer.endswith(right):
             answer = answer[len(left) : -len(right)].strip()
-    return answer.rstrip(".").strip()
+    return answer.rstrip(".。").strip()
 
 
-def _after_anchor(tail: str) -> str:
-    """The answer that follows "the answer is": the first math span, else up to the end of the sentence."""
-    tail = tail.strip().lstrip(":").strip()
+def is_prose(text: str) -> bool:
+    """Whether `text` reads as words (two in a row, outside `\\text{}` and LaTeX commands), not as math."""
+    return bool(_PROSE_RE.search(_TEXT_CMD_RE.sub(" ", text)))
+
+
+def _first_span(tail: str) -> str | None:
+    """The math span that `tail` starts with; inline spans (`$`, `\\(`) do not cross lines, `\\$` is a dollar."""
     for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]")):
         if tail.startswith(left):
             close = tail.find(right, len(left))
-            if close > 0:
+            while close > 0 and right == "$" and tail[close - 1] == "\\":
+                close = tail.find(right, close + 1)
+            if close > 0 and not (left in ("$", "\\(") and "\n" in tail[:close]):
                 return tail[len(left) : close].strip()
+    return None
+
+
+def _after_anchor(tail: str) -> str:
+    """The answer that follows a marker: the first math span, else the sentence; in a sentence, what follows its
+    last "is" or "=" ("The largest $n$ is 34" -> 34), else its last number."""
+    tail = tail.strip().lstrip(":：").strip()
+    span = _first_span(tail)
+    if span is not None:
+        return span
     end = _SENTENCE_END_RE.search(tail)
-    return strip_math_delimiters(tail[: end.start()] if end else tail)
+    answer = strip_math_delimiters(tail[: end.start()] if end else tail)
+    if not is_prose(answer):
+        return answer
+    copula = None
+    for copula in _COPULA_RE.finditer(answer):  # noqa: B007 (we want the last match)
+        pass
+    if copula is not None:
+        rest = answer[copula.end() :].strip()
+        return _first_span(rest) or strip_math_delimiters(rest) or answer
+    numbers = _LAST_NUMBER_RE.findall(answer)
+    return numbers[-1] if numbers else answer
+
+
+def _last_marker(text: str, pattern: re.Pattern) -> re.Match | None:
+    last = None
+    for last in pattern.finditer(text):  # noqa: B007 (we want the last match)
+        pass
+    return last
+
+
+def _bare_answer(text: str) -> str | None:
+    """The whole text when it is one answer: a number or a LaTeX expression, optionally in `$...$`, no prose."""
+    text = _SPECIAL_TOKEN_RE.sub("", text).strip()
+    if not text or len(text) > _MAX_BARE or "\n\n" in text:
+        return None
+    answer = strip_math_delimiters(text)
+    if answer.count("$") % 2 == 0 and "\\$" not in answer:
+        answer = answer.replace("$", " ").strip()  # `$28$ %`, `$28$ percent`
+    if not answer or is_prose(answer) or _BOX_RE.search(answer):  # a box left open (truncated) is no answer
+        return None
+    words = _WORD_RE.findall(_TEXT_CMD_RE.sub(" ", answer))
+    if len(words) > 1 or (words and not re.search(r"\d\D*" + words[0], answer)):
+        return None  # one unit word after a number ("5 apples") is an answer; "nothing" or "Soucis : 2,74" is not
+    return answer
+
+
+def _closing_span(text: str) -> str | None:
+    """The last math span of the text when it sits in the final sentence and holds math, not currency prose."""
+    tail = _SPECIAL_TOKEN_RE.sub("", text[-_SPAN_TAIL:])
+    last = _last_marker(tail, _MATH_SPAN_RE)
+    if last is None:
+        return None
+    after = tail[last.end() :].strip()
+    if len(after) > 100 or re.search(r"[.!?。](?:\s|$)+\S|\d", after) or "\n\n" in after:
+        return None  # more sentences or numbers follow: the span is a step, not the result
+    content = next(group for group in last.groups() if group is not None).strip()
+    if not content or is_prose(content) or content.endswith(("=", "+", "-", "\\times", "\\cdot")):
+        return None
+    return content
 
 
 def extract_answer(text: str, strict: bool = True) -> str | None:
@@ -102,28 +210,43 @@ def extract_answer(text: str, strict: bool = True) -> str | None:
     Args:
         text: a completion, or a gold solution (a MATH solution with `\\boxed{}`, a GSM8K one with `#### N`).
         strict: when False, fall back to the last number in the text (rewards answers that carry no marker, which
-            also rewards a number that merely happens to come last). When True, only the three anchored forms count.
+            also rewards a number that merely happens to come last). When True, only explicit answers count: the
+            rules 1-6 of the module docstring.
     """
     if not text:
         return None
-    boxed = last_boxed(text)
-    if boxed:
-        return boxed
+    close = text.rfind("</answer>")
+    open_ = text.rfind("<answer>", 0, close) if close >= 0 else -1
+    if open_ >= 0:  # 1. R1 style: the last answer block, read on its own
+        inside = text[open_ + len("<answer>") : close]
+        return _explicit_answer(inside) or strip_math_delimiters(inside) or None
+    answer = _explicit_answer(text)
+    if answer is None and not strict:  # 7. the last number, as a last resort
+        for window in (text[-_LAST_NUMBER_TAIL:], text):
+            numbers = _LAST_NUMBER_RE.findall(window)
+            if numbers:
+                return numbers[-1]
+    return answer
+
+
+def _explicit_answer(text: str) -> str | None:
+    """Rules 2-6 of the module docstring."""
+    boxed = _last_boxes(text)
+    if boxed is not None:
+        final = _last_marker(text[boxed[0] :], _FINAL_ANSWER_RE)
+        if final is not None:
+            answer = _after_anchor(text[boxed[0] + final.end() : boxed[0] + final.end() + 1_000])
+            if answer and not is_prose(answer):
+                return answer
+        return boxed[1]
     idx = text.rfind("####")
     if idx >= 0:
         answer = strip_math_delimiters(_GSM8K_RE.match(text, idx).group(1))
         if answer:
             return answer
-    last = None
-    for last in _ANSWER_IS_RE.finditer(text):  # noqa: B007 (we want the last match)
-        pass
-    if last is not None:
-        answer = _after_anchor(text[last.end() : last.end() + 1_000])
+    marker = _last_marker(text, _ANSWER_MARKER_RE)
+    if marker is not None:
+        answer = _after_anchor(text[marker.end() : marker.end() + 1_000])
         if answer:
             return answer
-    if not strict:
-        for window in (text[-_LAST_NUMBER_TAIL:], text):
-            numbers = _LAST_NUMBER_RE.findall(window)
-            if numbers:
-                return numbers[-1]
-    return None
+    return _bare_answer(text) or _closing_span(text)

@@ -40,11 +40,11 @@ TIMED_OUT = "timeout"  # result of an item that overran its deadline or whose wo
 
 def check_symbolic(pred: str | None, gold: str) -> tuple[bool, bool]:
     """(gold parses, pred is equivalent to gold) with math-verify; no timeout of its own, so run it in a worker."""
-    from latex2sympy2_extended import NormalizationConfig
     from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 
-    latex = LatexExtractionConfig(boxed_match_priority=0, normalization_config=NormalizationConfig(units=True))
-    config = [latex, ExprExtractionConfig()]
+    # Math-Verify's own normalization (units, and `malformed_operators` / `nits`: `\frac34`, `10\sqrt3`,
+    # `\frac1{\cos x}`, `.5`), applied to both sides alike.
+    config = [LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig()]
 
     def _parse(answer: str) -> list:
         # The answer is already extracted; boxing it makes math-verify read it whole (a bare `\{1,2\}` or
