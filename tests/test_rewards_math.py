@@ -482,7 +482,7 @@ def test_adversarial_gold_is_bounded_too(warm_pool):
 
 
 def test_pool_is_healthy_after_adversarial_inputs(warm_pool):
-    assert reward([ADVERSARIAL["nested_frac"]], ["healthy-check"]) == [0.0]  # kills a worker, whatever ran before
+    assert reward([ADVERSARIAL["nested_frac"]], ["h^{7} + 1"]) == [0.0]  # kills a worker, whatever ran before
     assert warm_pool.restarts > 0
     assert reward([r"\boxed{\sqrt{16}}", r"\boxed{[2,3)}"], ["4", "[2, 3)"]) == [1.0, 1.0]
     warm_pool.warm()

@@ -13,6 +13,7 @@ Scores: 1.0 correct, 0.0 wrong / answerless / timed out, None when the gold answ
 this reward for the sample).
 """
 
+import functools
 import logging
 import threading
 from collections import OrderedDict
@@ -63,7 +64,11 @@ def gold_answer(solution) -> str | None:
         return None
     if isinstance(solution, int | float):
         return repr(solution) if isinstance(solution, float) else str(solution)
-    text = str(solution).strip()
+    return _gold_text_answer(str(solution).strip())
+
+
+@functools.lru_cache(maxsize=1 << 14)  # GRPO scores every generation of a prompt against the same gold
+def _gold_text_answer(text: str) -> str | None:
     answer = extract_answer(text, strict=True)
     if answer is None and text:
         _warn_unreadable_gold(text)

@@ -26,12 +26,14 @@ import re
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])\s*")
 _BRACE_RE = re.compile(r"\\.|[{}]")  # an escaped char (\{ \} \\) is skipped, so literal braces never count
 _GSM8K_RE = re.compile(r"####\s*([^\n]*)")
-_ANSWER_MARKER_RE = re.compile(
-    r"answer\s*(?:is\s*:?|:|=)"  # the (final) answer is / answer: / answer =
-    r"|answer\s*(?=\$|\\\[|\\\()"  # "Answer $9$", "Answer \[ 9 \]"
-    r"|^[ \t*#]*(?-i:A)[ \t*]*:"  # GSM8K model solutions end in "A: 18"
-    r"|r[ée]ponse\s*(?:est|:|=)|答案\s*(?:是|为|:|：|=)|respuesta\s*(?:es|:|=)|antwort\s*(?:ist|lautet|:|=)",
-    re.IGNORECASE | re.MULTILINE,
+# Answer markers, each behind a cheap substring test (one alternation of them all is 5x slower on GSM8K text):
+_ANSWER_MARKERS = (
+    ("nswer", re.compile(r"[aA](?i:nswer)\s*(?:is\s*:?|:|=|(?=\$|\\\[|\\\())")),  # answer is / answer: / Answer $9$
+    ("a", re.compile(r"A[ \t*]*:")),  # GSM8K model solutions end in "A: 18" (at a line start: `_line_start`)
+    ("ponse", re.compile(r"[rR][ée](?i:ponse)\s*(?:est|:|=)")),  # la réponse est
+    ("答案", re.compile(r"答案\s*(?:是|为|:|：|=)")),
+    ("espuesta", re.compile(r"[rR](?i:espuesta)\s*(?:es|:|=)")),
+    ("ntwort", re.compile(r"[aA](?i:ntwort)\s*(?:ist|lautet|:|=)")),
 )
 _FINAL_ANSWER_RE = re.compile(r"final\s+answer\s*(?:is|:)", re.IGNORECASE)
 _BOX_JOINER_RE = re.compile(
@@ -45,8 +47,10 @@ _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
 _COPULA_RE = re.compile(r"\b(?:is|are|was|equals|be)\b|=", re.IGNORECASE)
 _NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?!\d)|\d+)(?:\.\d+|,\d{1,2}(?!\d))?(?:/\d+)?|-?\.\d+"
 _LAST_NUMBER_RE = re.compile(_NUMBER)
+_PLAIN_NUMBER_TAIL_RE = re.compile(r"[ \t]*:?[ \t]*(-?\d+(?:\.\d+)?)[ \t]*\.?[ \t]*(?:\n|$)")
 _SENTENCE_END_RE = re.compile(r"[.。!?！？](?=\s|$)|[,，]\s+(?=[A-Za-z]{2})|\n")
 _LAST_NUMBER_TAIL = 2_000  # chars searched first for the last number; the whole text only if the tail has none
+_MARKER_TAIL = 1_000  # chars searched first for the last answer marker
 _SPAN_TAIL = 4_000  # chars searched for a closing math span
 _MAX_BARE = 300  # longest text read whole as a bare answer
 
@@ -148,6 +152,9 @@ def _first_span(tail: str) -> str | None:
 def _after_anchor(tail: str) -> str:
     """The answer that follows a marker: the first math span, else the sentence; in a sentence, what follows its
     last "is" or "=" ("The largest $n$ is 34" -> 34), else its last number."""
+    plain = _PLAIN_NUMBER_TAIL_RE.match(tail)
+    if plain:  # "A: 18", "The answer is 72." (the common case, without the steps below)
+        return plain.group(1)
     tail = tail.strip().lstrip(":：").strip()
     span = _first_span(tail)
     if span is not None:
@@ -166,11 +173,34 @@ def _after_anchor(tail: str) -> str:
     return numbers[-1] if numbers else answer
 
 
-def _last_marker(text: str, pattern: re.Pattern) -> re.Match | None:
+def _last_marker(text: str, pattern: re.Pattern, begin: int = 0) -> re.Match | None:
     last = None
-    for last in pattern.finditer(text):  # noqa: B007 (we want the last match)
+    for last in pattern.finditer(text, begin):  # noqa: B007 (we want the last match)
         pass
     return last
+
+
+def _at_line_start(text: str, index: int) -> bool:
+    return not text[text.rfind("\n", 0, index) + 1 : index].strip(" \t*#")
+
+
+def _last_answer_marker(text: str) -> re.Match | None:
+    """The last answer marker of any kind, looked for in the last `_MARKER_TAIL` chars first (a match there is the
+    last one), then in the whole text."""
+    start = max(0, len(text) - _MARKER_TAIL)
+    start = text.rfind("\n", 0, start) + 1 if start else 0  # from a line start, so `^` anchors still hold
+    for begin in (start, 0) if start else (0,):
+        lowered = text[begin:].lower()
+        found = []
+        for key, pattern in _ANSWER_MARKERS:
+            if key == "a":  # `A:` counts only at the start of a line (after spaces, `*` or `#`)
+                found += [m for m in pattern.finditer(text, begin) if _at_line_start(text, m.start())][-1:]
+            elif key in lowered:
+                found.append(_last_marker(text, pattern, begin))
+        found = [m for m in found if m is not None]
+        if found:
+            return max(found, key=lambda m: m.start())
+    return None
 
 
 def _bare_answer(text: str) -> str | None:
@@ -244,7 +274,7 @@ def _explicit_answer(text: str) -> str | None:
         answer = strip_math_delimiters(_GSM8K_RE.match(text, idx).group(1))
         if answer:
             return answer
-    marker = _last_marker(text, _ANSWER_MARKER_RE)
+    marker = _last_answer_marker(text)
     if marker is not None:
         answer = _after_anchor(text[marker.end() : marker.end() + 1_000])
         if answer:
