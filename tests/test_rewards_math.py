@@ -440,6 +440,8 @@ ADVERSARIAL = {
     "tower_2003": r"\boxed{2003^{2002^{2001}}}",
     "tower_9": r"\boxed{9**9**9**9}",
     "tower_9_plain": "The answer is 9**9**9**9",
+    "tower_bare": "2003^{2002^{2001}}",  # a bare answer, read whole
+    "tower_r1": "<think>big</think>\n<answer>$2003^{2002^{2001}}$</answer>",
     "one_megabyte": "x" * 1_000_000 + r" so \boxed{x^{2003^{2002}}}",
     "nested_braces": r"\boxed{" + "{" * 5_000 + "1" + "}" * 5_000 + "}",
     "nested_frac": r"\boxed{" + r"\frac{1}{" * 500 + "2" + "}" * 500 + "}",

@@ -4,13 +4,17 @@
 
 Per completion:
     1. Read the text (a plain string, or the last message of a chat-formatted completion).
-    2. Extract the final answer, and the gold answer from `solution` (`extract_answer`: boxed, `####`, "answer is").
+    2. Extract the final answer, and the gold answer from `solution` (`extract_answer`: `<answer>` tags, boxed,
+       `####`, "the answer is" / `Answer:` / `A:` and their French, Chinese, Spanish and German forms, a bare
+       answer, or a closing math span; see `math_extract.py`).
     3. If both are plain numbers, or radicals, multiples of pi, sets, intervals or tuples of those, compare them
-       exactly in-process (`fractions.Fraction`, `math_exact.py`): the common case, no sympy, no pool.
+       exactly in-process (`fractions.Fraction`, `math_exact.py`): the common case, no sympy, no pool. A numeric
+       GSM8K answer never leaves this step (tens of thousands of completions per second).
     4. Otherwise check them with math-verify in a worker process with a hard deadline (`math_verify_pool.py`),
-       the whole batch in parallel; identical (answer, gold) pairs are checked once and remembered.
-Scores: 1.0 correct, 0.0 wrong / answerless / timed out, None when the gold answer does not parse (TRL then skips
-this reward for the sample).
+       the whole batch in parallel, with its normalization (units, malformed LaTeX such as `\\frac34` or
+       `10\\sqrt3`) on both sides; identical (answer, gold) pairs are checked once and remembered.
+Scores: 1.0 correct, 0.0 wrong / answerless / timed out, None when the gold has no readable answer or math-verify
+cannot parse it (TRL then skips this reward for the sample; the first such gold is logged).
 """
 
 import functools
@@ -145,7 +149,9 @@ def verify_answer(
 ) -> bool:
     """Whether the final answer in `prediction_text` equals the gold answer in `gold_text`.
 
-    Example: `verify_answer("so the answer is $\\frac{1}{2}$.", "#### 0.5")` is True.
+    Example: `verify_answer("so the answer is $\\frac{1}{2}$.", "#### 0.5")` is True. A prediction that is only an
+    answer is read whole, as Math-Verify's `verify(parse(gold), parse(pred))` does: `verify_answer("-5", "-5")`,
+    `verify_answer("1,000.99", "1000.99")` and `verify_answer("$\\frac{1}{2}$", "0.5")` are True.
     """
     pred = extract_answer(completion_text(prediction_text), strict=strict)
     return score_answers([pred], [gold_answer(gold_text)], timeout=timeout, rel_tol=rel_tol)[0] == 1.0
@@ -160,9 +166,10 @@ class MathAccuracyReward:
         trainer = GRPOTrainer(..., reward_funcs=[reward])  # logs `rewards/math_accuracy_reward/mean`
 
     Args:
-        strict (`bool`, defaults to `True`): only answers in `\\boxed{}`, after `####` or after "the answer is"
-            count. False also accepts the last number in the completion (GSM8K-style models that state the
-            answer in prose); that also rewards a number that merely comes last.
+        strict (`bool`, defaults to `True`): only explicit answers count: `<answer>` tags, `\\boxed{}`, `####`,
+            "the answer is" / `Answer:` / `A:`, a completion that is only an answer, or a math span closing the
+            completion (`extract_answer`). False also accepts the last number in the completion (models that state
+            the answer in prose); that also rewards a number that merely comes last.
         timeout (`float`, defaults to `5.0`): seconds one symbolic check may take before its worker is killed and
             the answer scored 0.0. 1-10 is sensible; exact numeric answers never reach the pool.
         rel_tol (`float`, defaults to `0.0`): relative tolerance for numeric answers; 0 means exact (`0.333`
@@ -205,7 +212,8 @@ _DEFAULT_REWARD = MathAccuracyReward()
 
 def math_accuracy_reward(completions: list, solution: list, **kwargs) -> list[float | None]:
     """1.0 if a completion's final answer equals its `solution`, 0.0 if not or if it has none, None if the
-    solution does not parse. Completions may be strings or chat message lists; defaults of `MathAccuracyReward`.
+    solution has no readable answer. Completions may be strings or chat message lists; defaults of
+    `MathAccuracyReward`.
 
     Example:
         >>> math_accuracy_reward(["... so \\boxed{\\frac{1}{2}}", "The answer is 0.05"], ["#### 0.5", "0.5"])

@@ -40,19 +40,20 @@ _BOX_JOINER_RE = re.compile(
     r"(?:\s|,|;|\$|\\[,;:! ]|\\q?quad|\\\[|\\\]|\\\(|\\\)|\band\b|\bor\b|\\text\{\s*(?:and|or|,)?\s*\})*"
 )
 _MATH_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$([^$]+?)\$", re.DOTALL)
-_SPECIAL_TOKEN_RE = re.compile(r"(?:\s*(?:<\|[^|>]{1,40}\|>|</s>|<eos>)\w*)+\s*$")  # `<|im_start|>user` left over
+_SPECIAL_TOKEN_RE = re.compile(r"(?:<\|[^|>]{1,40}\|>|</s>|<eos>)\w*$")  # a `<|im_start|>user` left at the end
 _TEXT_CMD_RE = re.compile(r"\\(?:text|mbox|textbf|mathrm|operatorname|begin|end)\s*\{[^{}]*\}")
 _PROSE_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}\s+[A-Za-z]{2,}(?![A-Za-z(])")  # two words in a row
 _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
 _COPULA_RE = re.compile(r"\b(?:is|are|was|equals|be)\b|=", re.IGNORECASE)
 _NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?!\d)|\d+)(?:\.\d+|,\d{1,2}(?!\d))?(?:/\d+)?|-?\.\d+"
 _LAST_NUMBER_RE = re.compile(_NUMBER)
-_PLAIN_NUMBER_TAIL_RE = re.compile(r"[ \t]*:?[ \t]*(-?\d+(?:\.\d+)?)[ \t]*\.?[ \t]*(?:\n|$)")
-_SENTENCE_END_RE = re.compile(r"[.。!?！？](?=\s|$)|[,，]\s+(?=[A-Za-z]{2})|\n")
+_PLAIN_NUMBER_TAIL_RE = re.compile(r"[ \t*]*:?[ \t*]*(-?\d+(?:\.\d+)?)[ \t]*\.?[ \t]*(?:\n|$)")
+_SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)|[。！？；，]|,\s+(?=[A-Za-z]{2})|\n")
 _LAST_NUMBER_TAIL = 2_000  # chars searched first for the last number; the whole text only if the tail has none
 _MARKER_TAIL = 1_000  # chars searched first for the last answer marker
 _SPAN_TAIL = 4_000  # chars searched for a closing math span
 _MAX_BARE = 300  # longest text read whole as a bare answer
+_MAX_JOINED_BOXES = 16  # `\boxed{1} \boxed{2}` read together, up to this many
 
 
 def _match_braces(text: str, start: int, limit: int) -> dict[int, int]:
@@ -108,7 +109,7 @@ def _last_boxes(text: str) -> tuple[int, str] | None:
         return None
     start, end, content = boxes[-1]
     group = [_unwrap(content)]
-    for prev_start, prev_end, prev_content in reversed(boxes[:-1]):
+    for prev_start, prev_end, prev_content in reversed(boxes[-_MAX_JOINED_BOXES:-1]):
         if _BOX_JOINER_RE.fullmatch(text, prev_end, start) is None:
             break
         group.append(_unwrap(prev_content))
@@ -124,12 +125,12 @@ def last_boxed(text: str) -> str | None:
 
 
 def strip_math_delimiters(answer: str) -> str:
-    """`$x$`, `$$x$$`, `\\(x\\)`, `\\[x\\]`, `**x**` -> `x`, and a trailing sentence period."""
+    """`$x$`, `$$x$$`, `\\(x\\)`, `\\[x\\]`, `**x**` -> `x`, and a trailing sentence period or `*`."""
     answer = answer.strip()
     for left, right in (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**")):
         if len(answer) > len(left) + len(right) and answer.startswith(left) and answer.endswith(right):
             answer = answer[len(left) : -len(right)].strip()
-    return answer.rstrip(".。").strip()
+    return answer.rstrip(".。").strip().strip("*").strip()  # and a bold marker left on one side: `**42**.`
 
 
 def is_prose(text: str) -> bool:
@@ -155,7 +156,7 @@ def _after_anchor(tail: str) -> str:
     plain = _PLAIN_NUMBER_TAIL_RE.match(tail)
     if plain:  # "A: 18", "The answer is 72." (the common case, without the steps below)
         return plain.group(1)
-    tail = tail.strip().lstrip(":：").strip()
+    tail = tail.strip().lstrip(":：*").strip()  # `**Answer:** 72`
     span = _first_span(tail)
     if span is not None:
         return span
@@ -181,7 +182,22 @@ def _last_marker(text: str, pattern: re.Pattern, begin: int = 0) -> re.Match | N
 
 
 def _at_line_start(text: str, index: int) -> bool:
-    return not text[text.rfind("\n", 0, index) + 1 : index].strip(" \t*#")
+    """Whether only spaces, `*` or `#` stand between the line start and `index` (a backward walk over them)."""
+    index -= 1
+    while index >= 0 and text[index] in " \t*#":
+        index -= 1
+    return index < 0 or text[index] == "\n"
+
+
+def _strip_special_tokens(text: str) -> str:
+    """Drop chat-template tokens left at the end (`... is $(7, 6)$. <|im_start|>user`); bounded work per token."""
+    text = text.rstrip()
+    for _ in range(8):
+        m = _SPECIAL_TOKEN_RE.search(text, max(0, len(text) - 64))
+        if m is None:
+            break
+        text = text[: m.start()].rstrip()
+    return text
 
 
 def _last_answer_marker(text: str) -> re.Match | None:
@@ -205,12 +221,14 @@ def _last_answer_marker(text: str) -> re.Match | None:
 
 def _bare_answer(text: str) -> str | None:
     """The whole text when it is one answer: a number or a LaTeX expression, optionally in `$...$`, no prose."""
-    text = _SPECIAL_TOKEN_RE.sub("", text).strip()
+    if len(text) > 2 * _MAX_BARE:
+        return None
+    text = _strip_special_tokens(text).lstrip()
     if not text or len(text) > _MAX_BARE or "\n\n" in text:
         return None
     answer = strip_math_delimiters(text)
     if answer.count("$") % 2 == 0 and "\\$" not in answer:
-        answer = answer.replace("$", " ").strip()  # `$28$ %`, `$28$ percent`
+        answer = " ".join(answer.replace("$", " ").split())  # `$28$ %`, `$28$ percent`
     if not answer or is_prose(answer) or _BOX_RE.search(answer):  # a box left open (truncated) is no answer
         return None
     words = _WORD_RE.findall(_TEXT_CMD_RE.sub(" ", answer))
@@ -221,7 +239,7 @@ def _bare_answer(text: str) -> str | None:
 
 def _closing_span(text: str) -> str | None:
     """The last math span of the text when it sits in the final sentence and holds math, not currency prose."""
-    tail = _SPECIAL_TOKEN_RE.sub("", text[-_SPAN_TAIL:])
+    tail = _strip_special_tokens(text[-_SPAN_TAIL:])
     last = _last_marker(tail, _MATH_SPAN_RE)
     if last is None:
         return None
@@ -229,7 +247,11 @@ def _closing_span(text: str) -> str | None:
     if len(after) > 100 or re.search(r"[.!?。](?:\s|$)+\S|\d", after) or "\n\n" in after:
         return None  # more sentences or numbers follow: the span is a step, not the result
     content = next(group for group in last.groups() if group is not None).strip()
-    if not content or is_prose(content) or content.endswith(("=", "+", "-", "\\times", "\\cdot")):
+    if (
+        not re.search(r"[^\W_]", content)
+        or is_prose(content)
+        or content.endswith(("=", "+", "-", "\\times", "\\cdot"))
+    ):
         return None
     return content
 

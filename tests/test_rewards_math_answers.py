@@ -1,0 +1,221 @@
+"""Math rewards read every explicit answer: the common markers, bare answers, `<answer>` blocks, a closing math span,
+non-English markers and malformed LaTeX; a gold without an answer scores None. Extraction stays linear in the input.
+
+The deadline tests for these new paths (a bare tower, a tower in `<answer>` tags) are in `test_rewards_math.py`'s
+ADVERSARIAL table, from the main thread and from worker threads.
+"""
+
+import json
+import logging
+import re
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+
+from trl_ppo_plus.rewards import extract_answer, make_math_reward, math_accuracy_reward, verify_answer
+from trl_ppo_plus.rewards import math as math_module
+
+
+DEADLINE = 2.0
+reward = make_math_reward(timeout=DEADLINE)
+GSM8K_SAMPLE = Path(__file__).parent / "data" / "gsm8k" / "test_sample.jsonl"
+
+# (text, expected answer) with the default strict=True: every explicit form of an answer is read.
+MARKERS = [
+    (r"so \boxed{42}.", "42"),
+    (r"so \fbox{42}.", "42"),
+    ("48 + 24 = 72\n#### 72", "72"),
+    ("So the answer is 72.", "72"),
+    ("The final answer is $\\frac{1}{2}$.", r"\frac{1}{2}"),
+    ("She sold 48 clips in April.\nAnswer: 72", "72"),  # DAPO's format
+    ("She sold 48 clips in April.\nA: 72", "72"),  # GSM8K model solutions
+    ("Natalia sold 48/2 = 24 clips in May.\n**A:** 72", "72"),
+    ("Step 1: 3 apples.\nA: $1,234", "$1,234"),
+    ("Q: how many?\nA: 5 apples", "5 apples"),
+    ("Answer $ 9 $", "9"),
+    ("Answer \\[ 9 \\]", "9"),
+    ("Answer $ \\frac{1}{2} \\$ = \\frac{10}{9} $", r"\frac{1}{2} \$ = \frac{10}{9}"),  # `\$` is a dollar
+    ("<think>2 + 2 is 4, no, 5</think>\n<answer>5</answer>", "5"),  # R1 style
+    ("<answer>3</answer> wait <answer>4</answer>", "4"),  # the last block
+    ("<think>\\boxed{3} is wrong</think><answer>The answer is $4$</answer>", "4"),
+    ("<answer>\\boxed{7}</answer>", "7"),
+    ("Final Answer: The largest $n$ is 34.", "34"),  # a sentence after the marker: what follows its "is"
+    ("Final Answer: Jane started growing Sphere 3 hours ago. I hope it is correct.", "3"),
+    (r"so $\boxed{255}$ in May. Final Answer: The final answer is $10,455$. I hope", "10,455"),
+    (r"\boxed{-2} \quad \text{and} \quad \boxed{1}", "-2, 1"),  # boxes side by side are one answer
+    (r"$\boxed{1}\boxed{2}$", "1, 2"),
+    (r"\boxed{5} Wait, actually \boxed{7}", "7"),
+    ("La réponse est 18. Vérification : 18 + 2 = 20.", "18"),
+    ("所以答案是18。验证：18+2=20", "18"),
+    ("答案：$\\frac{1}{2}$", r"\frac{1}{2}"),
+    ("Por lo tanto, la respuesta es 12. Comprobación: 12 + 1 = 13.", "12"),
+    ("Die Antwort ist 7, denn 3 + 4 = 7 und 7 + 1 = 8.", "7"),
+]
+
+
+@pytest.mark.parametrize("text, expected", MARKERS)
+def test_markers(text, expected):
+    assert extract_answer(text) == expected
+
+
+# (text, expected): a text that is only an answer is that answer, also in strict mode.
+BARE = [
+    ("-5", "-5"),
+    ("1,000.99", "1,000.99"),
+    ("$\\frac{1}{2}$", r"\frac{1}{2}"),
+    ("\\frac{10}{9}", r"\frac{10}{9}"),
+    ("$28$ %", "28 %"),
+    ("28 percent", "28 percent"),
+    ("1,000.99m²", "1,000.99m²"),
+    ("${1,3}$", "{1,3}"),
+    ("$x = 5+5+1 = 7 =11$", "x = 5+5+1 = 7 =11"),
+    ("$004$", "004"),
+    ("  72  ", "72"),
+    ("$(7, 6)$. <|im_end|>", "(7, 6)"),
+    # not answers
+    ("She sold 72 clips.", None),
+    ("nothing", None),
+    ("I got 3 then 7", None),
+    ("Soucis : 2,74 $ a..", None),  # a word before the number: prose
+    (r"\boxed{12", None),  # a box that never closed (truncated output)
+    ("", None),
+]
+
+
+@pytest.mark.parametrize("text, expected", BARE)
+def test_bare_answers(text, expected):
+    assert extract_answer(text) == expected
+
+
+# (text, expected): the last math span counts when it sits in the text's final sentence.
+CLOSING_SPANS = [
+    ("Therefore $x \\geq 5$ is the solution.", r"x \geq 5"),
+    ("The identity matrix is $ \\begin{pmatrix}1 & 0 \\\\ 0 & 1\\end{pmatrix} $.", None),  # replaced below
+    ("So the ordered pair is $(7, 6)$. <|im_start|>user", "(7, 6)"),
+    ("First $2+3=5$. Then we check the other case, which fails.", None),  # a step, then more sentences
+    ("So $x = 3$, and the total is 12 apples", None),  # a number follows the span
+    ("She pays $5 and gets $3 back.", None),  # currency, not math
+    ("We get $5 \\times 4 =$", None),  # an unfinished expression
+]
+CLOSING_SPANS[1] = (CLOSING_SPANS[1][0], r"\begin{pmatrix}1 & 0 \\ 0 & 1\end{pmatrix}")
+
+
+@pytest.mark.parametrize("text, expected", CLOSING_SPANS)
+def test_closing_math_span(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_verify_answer_reads_bare_predictions():
+    assert verify_answer("-5", "-5")
+    assert verify_answer("1,000.99", "1000.99")
+    assert verify_answer("$\\frac{1}{2}$", "0.5")
+    assert verify_answer("1000,99", "1000.99")  # decimal comma
+    assert verify_answer("1 000", "1000")
+    assert verify_answer("$28$ percent", "$28\\%$")
+    assert not verify_answer("-5", "5")
+    assert not verify_answer("32, 349", "32349")  # a pair; `32,\! 349` would be 32349
+    assert verify_answer("$\\boxed{32,\\! 349}$", "32349")
+
+
+# (completion, gold, expected): malformed LaTeX is repaired on both sides before comparing.
+MALFORMED = [
+    (r"\boxed{\frac34}", r"\frac{3}{4}", 1.0),
+    (r"\boxed{\frac{3}{4}}", r"\frac34", 1.0),
+    (r"\boxed{\cfrac{1}{3}}", "1/3", 1.0),
+    (r"\boxed{\frac3{3}}", "1", 1.0),
+    (r"\boxed{10\sqrt3}", r"10\sqrt{3}", 1.0),
+    (r"\boxed{\sqrt{300}}", r"10\sqrt3", 1.0),
+    (r"\boxed{1\frac12}", r"\frac{3}{2}", 1.0),  # a mixed number, as Math-Verify reads it
+    (r"\boxed{1\frac{1}{2}}", r"1\frac12", 1.0),
+    (r"\boxed{\frac1{\cos x}}", r"\frac{1}{\cos x}", 1.0),
+    (r"\boxed{\sqrt 2+\sqrt 5}", r"\sqrt{2}+\sqrt{5}", 1.0),  # without the repair sympy read this as 5
+    (r"\boxed{\sqrt 2+\sqrt 5}", "5", 0.0),
+    (r"\boxed{\frac34}", r"\frac{4}{3}", 0.0),
+    (r"\boxed{10\sqrt3}", r"10\sqrt{2}", 0.0),
+]
+
+
+@pytest.mark.parametrize("completion, gold, expected", MALFORMED)
+def test_malformed_latex_is_repaired(completion, gold, expected):
+    assert reward([completion], [gold]) == [expected]
+
+
+def test_unreadable_gold_scores_none_and_is_logged_once(caplog, monkeypatch):
+    monkeypatch.setattr(math_module, "_warned_unreadable_gold", False)
+    with caplog.at_level(logging.WARNING, logger="trl_ppo_plus.rewards.math"):
+        assert math_accuracy_reward(["The answer is 3"], ["no answer here at all"]) == [None]
+        assert math_accuracy_reward(["The answer is 3", "#### 3"], ["still no answer", "3"]) == [None, 1.0]
+    warnings = [r for r in caplog.records if "no readable answer" in r.getMessage()]
+    assert len(warnings) == 1 and "no answer here at all" in warnings[0].getMessage()
+
+
+def _gsm8k_sample():
+    rows = [json.loads(line) for line in GSM8K_SAMPLE.read_text().splitlines() if line.strip()]
+    return [row["answer"] for row in rows]
+
+
+@pytest.mark.parametrize("marker", ["A: ", "Answer: ", "**Answer:** ", "The answer is "])
+def test_gsm8k_solutions_with_other_answer_markers_score_one(marker):
+    solutions = _gsm8k_sample()
+    completions = [re.sub(r"####\s*(.*)$", lambda m: marker + m.group(1), s) for s in solutions]
+    assert all(marker in c and "####" not in c for c in completions)
+    assert math_accuracy_reward(completions, solutions) == [1.0] * len(solutions)
+    answers = [Fraction(s.rsplit("####", 1)[1].strip().replace(",", "")) for s in solutions]
+    shifted = solutions[1:] + solutions[:1]  # each against the next problem's gold
+    expected = [float(a == b) for a, b in zip(answers, answers[1:] + answers[:1])]
+    assert math_accuracy_reward(completions, shifted) == expected
+    assert 0 < sum(expected) < len(expected) / 10
+
+
+def test_gsm8k_answers_never_reach_sympy():
+    solutions = _gsm8k_sample()
+    completions = [re.sub(r"####\s*(.*)$", r"A: \1", s) for s in solutions]
+    before = len(math_module._cache)  # every symbolic verdict is remembered there
+    assert math_accuracy_reward(completions + solutions, solutions + solutions) == [1.0] * (2 * len(solutions))
+    assert len(math_module._cache) == before
+
+
+# (text, expected with strict=False): the last-number fallback reads numbers as written outside English
+LENIENT = [
+    ("Le total fait 2,74 € au final", "2,74"),
+    ("Soucis : 2,74 $ a..", "2,74"),
+    ("Elle a 1 234 pommes", "1 234"),
+    ("the number is not 10 which is 1,000.99€", "1,000.99"),
+    ("La réponse est 18. Vérification : 18 + 2 = 20.", "18"),  # a marker outranks the last number
+    ("她一共有18个苹果。答案是18。检查：18+2=20", "18"),
+    ("I got 3 then 7", "7"),
+]
+
+
+@pytest.mark.parametrize("text, expected", LENIENT)
+def test_lenient_mode_outside_english(text, expected):
+    assert extract_answer(text, strict=False) == expected
+
+
+def test_lenient_reward_reads_decimal_commas_and_spaced_thousands():
+    lenient = make_math_reward(strict=False)
+    assert lenient(["Le total fait 2,74 € au final", "Elle a 1 234 pommes"], ["2.74", "1234"]) == [1.0, 1.0]
+
+
+PATHOLOGICAL = {
+    "spaces": " " * 1_000_000,
+    "dollars": "$" * 1_000_000,
+    "open_displays": "\\[" * 500_000,
+    "answer_tags": "<answer>" * 100_000,
+    "a_colons": "A:" * 500_000,
+    "boxes": "\\boxed{1}" * 100_000,
+    "answer_is": "the answer is " * 70_000,
+    "chat_tokens": "<|im_end|>" * 100_000,
+    "french_markers": "réponse est " * 80_000,
+}
+
+
+@pytest.mark.parametrize("name", list(PATHOLOGICAL))
+def test_extraction_is_linear_on_a_megabyte(name):
+    for strict in (True, False):
+        start = time.monotonic()
+        answer = extract_answer(PATHOLOGICAL[name], strict=strict)
+        assert time.monotonic() - start < 2.0, f"{name} (strict={strict}) took too long"
+        assert answer is None or len(answer) <= 2_000
