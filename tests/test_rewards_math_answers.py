@@ -76,7 +76,9 @@ BARE = [
     ("$(7, 6)$. <|im_end|>", "(7, 6)"),
     # not answers
     ("She sold 72 clips.", None),
-    ("nothing", None),
+    ("Evelyn", "Evelyn"),  # one word: compared symbolically, so it only matches itself
+    ("I don't know.", None),
+    ("no idea", None),
     ("I got 3 then 7", None),
     ("Soucis : 2,74 $ a..", None),  # a word before the number: prose
     (r"\boxed{12", None),  # a box that never closed (truncated output)

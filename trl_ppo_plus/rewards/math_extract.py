@@ -43,7 +43,7 @@ _MATH_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$([^$]+?
 _SPECIAL_TOKEN_RE = re.compile(r"(?:<\|[^|>]{1,40}\|>|</s>|<eos>)\w*$")  # a `<|im_start|>user` left at the end
 _TEXT_CMD_RE = re.compile(r"\\(?:text|mbox|textbf|mathrm|operatorname|begin|end)\s*\{[^{}]*\}")
 _PROSE_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}\s+[A-Za-z]{2,}(?![A-Za-z(])")  # two words in a row
-_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}")
+_WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
 _COPULA_RE = re.compile(r"\b(?:is|are|was|equals|be)\b|=", re.IGNORECASE)
 _NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?!\d)|\d+)(?:\.\d+|,\d{1,2}(?!\d))?(?:/\d+)?|-?\.\d+"
 _LAST_NUMBER_RE = re.compile(_NUMBER)
@@ -232,8 +232,8 @@ def _bare_answer(text: str) -> str | None:
     if not answer or is_prose(answer) or _BOX_RE.search(answer):  # a box left open (truncated) is no answer
         return None
     words = _WORD_RE.findall(_TEXT_CMD_RE.sub(" ", answer))
-    if len(words) > 1 or (words and not re.search(r"\d\D*" + words[0], answer)):
-        return None  # one unit word after a number ("5 apples") is an answer; "nothing" or "Soucis : 2,74" is not
+    if len(words) > 1 or (words and re.search(r"\d", answer) and not re.search(r"\d\D*" + words[0], answer)):
+        return None  # one word ("Evelyn") or a unit after a number ("5 apples") is an answer, "Soucis : 2,74" is not
     return answer
 
 

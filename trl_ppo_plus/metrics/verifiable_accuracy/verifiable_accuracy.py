@@ -22,8 +22,9 @@ _KWARGS_DESCRIPTION = """
 Args:
     predictions (`list[str]`): model completions or extracted answers.
     references (`list[str]`): gold answers or solutions (`#### 42`, `\\boxed{42}`, `42`).
-    strict (`bool`, *optional*, defaults to `True`): only anchored answers count (boxed, `####`, "the answer is");
-        `False` falls back to the last number of the prediction.
+    strict (`bool`, *optional*, defaults to `True`): only explicit answers count (boxed, `####`, "the answer is",
+        `Answer:` / `A:`, `<answer>` tags, a bare answer, a closing math span); `False` falls back to the last
+        number of the prediction.
 Returns:
     accuracy (`float`): fraction of predictions judged equivalent to their reference, in [0, 1].
 """
