@@ -9,7 +9,9 @@ The cases are read at run time from its `tests/test_all.py` and `tests/test_boxe
 Their code never enters this repository. Each case is scored twice, on the same inputs:
     - `verify_answer(pred, gold)`: the answer in the prediction against the gold (strict extraction);
     - the default reward, `math_accuracy_reward([pred], [gold])`.
-It prints both agreements (target >= 90%) and every disagreement with the extracted answers. Some tables of theirs
+It prints both agreements (target >= 90%), and the one of `make_math_reward(strict=False)`, and every
+disagreement with the extracted answers. `--extra` scores their tables of real model outputs instead
+(`test_numina_cases.py`, `test_open_thoughts.py`), for information. Some tables of theirs
 pass a rounding `precision` or `allow_set_relation_comp`; we score those with our defaults (exact numbers), and the
 disagreements they cause are listed like the others.
 """
@@ -23,6 +25,7 @@ from pathlib import Path
 
 
 FILES = ("tests/test_all.py", "tests/test_boxed.py")
+EXTRA_FILES = ("tests/test_numina_cases.py", "tests/test_open_thoughts.py")  # real model outputs; `--extra`
 
 
 def read_source(root: Path, relative: str) -> str:
@@ -71,7 +74,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("path", type=Path, help="a Math-Verify checkout or bare git mirror")
     parser.add_argument("--verbose", action="store_true", help="print the extracted answers of every case")
+    parser.add_argument("--extra", action="store_true", help=f"score {' and '.join(EXTRA_FILES)} instead")
     args = parser.parse_args()
+    files = EXTRA_FILES if args.extra else FILES
 
     from trl_ppo_plus.rewards.math import (
         completion_text,
@@ -82,7 +87,7 @@ def main():
     )
     from trl_ppo_plus.rewards.math_extract import extract_answer
 
-    cases = [case for f in FILES for case in parametrized_cases(read_source(args.path, f), f)]
+    cases = [case for f in files for case in parametrized_cases(read_source(args.path, f), f)]
     # Their `precision` rounds floats to that many decimals; our equivalent is a relative tolerance.
     tolerances = [10.0 ** -c["precision"] if "precision" in c else 0.0 for c in cases]
     by_verify = [
@@ -96,7 +101,7 @@ def main():
     lenient = make_math_reward(strict=False)([c["pred"] for c in cases], [c["gold"] for c in cases])
     by_lenient = [r == float(c["expected"]) for r, c in zip(lenient, cases, strict=True)]
     n = len(cases)
-    print(f"Math-Verify cases: {n} from {', '.join(FILES)} at {args.path}")
+    print(f"Math-Verify cases: {n} from {', '.join(files)} at {args.path}")
     print(f"agreement through verify_answer:        {sum(by_verify)}/{n} = {sum(by_verify) / n:.1%}  (target >= 90%)")
     print(f"agreement through math_accuracy_reward: {sum(by_reward)}/{n} = {sum(by_reward) / n:.1%}  (target >= 90%)")
     print(f"agreement through strict=False:         {sum(by_lenient)}/{n} = {sum(by_lenient) / n:.1%}")
