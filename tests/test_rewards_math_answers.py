@@ -41,6 +41,8 @@ MARKERS = [
     ("<answer>3</answer> wait <answer>4</answer>", "4"),  # the last block
     ("<think>\\boxed{3} is wrong</think><answer>The answer is $4$</answer>", "4"),
     ("<answer>\\boxed{7}</answer>", "7"),
+    ("<answer>I think it is five</answer> The answer is 5", None),  # the block decides, and holds no answer
+    ("<answer>\n\n5\n</answer>", "5"),
     ("Final Answer: The largest $n$ is 34.", "34"),  # a sentence after the marker: what follows its "is"
     ("Final Answer: Jane started growing Sphere 3 hours ago. I hope it is correct.", "3"),
     (r"so $\boxed{255}$ in May. Final Answer: The final answer is $10,455$. I hope", "10,455"),

@@ -71,7 +71,7 @@ def gold_answer(solution) -> str | None:
     return _gold_text_answer(str(solution).strip())
 
 
-@functools.lru_cache(maxsize=1 << 14)  # GRPO scores every generation of a prompt against the same gold
+@functools.lru_cache(maxsize=1 << 12)  # GRPO scores every generation of a prompt against the same gold
 def _gold_text_answer(text: str) -> str | None:
     answer = extract_answer(text, strict=True)
     if answer is None and text:

@@ -4,7 +4,7 @@ Pure string work, linear time in the input length (a 1 MB completion or 5,000 ne
 no recursion. `math.py` calls it in-process for every completion.
 
 Extraction order (`extract_answer`); the first rule that finds an answer wins:
-    1. the last closed `<answer>...</answer>` block (R1-style prompts), read with rules 2-6 inside it, else whole;
+    1. the last closed `<answer>...</answer>` block (R1-style prompts), read with rules 2-6 inside it alone;
     2. the last top-level `\\boxed{...}` / `\\fbox{...}` (nested braces; `\\boxed{\\boxed{5}}` unwraps to `5`;
        boxes separated only by "and", commas or spacing, `\\boxed{-2} \\quad \\boxed{1}`, are read together as
        `-2, 1`), unless a "final answer is" statement comes after it (Minerva's `Final Answer: The final answer is`);
@@ -29,7 +29,7 @@ _GSM8K_RE = re.compile(r"####\s*([^\n]*)")
 # Answer markers, each behind a cheap substring test (one alternation of them all is 5x slower on GSM8K text):
 _ANSWER_MARKERS = (
     ("nswer", re.compile(r"[aA](?i:nswer)\s*(?:is\s*:?|:|=|(?=\$|\\\[|\\\())")),  # answer is / answer: / Answer $9$
-    ("a", re.compile(r"A[ \t*]*:")),  # GSM8K model solutions end in "A: 18" (at a line start: `_line_start`)
+    ("a", re.compile(r"A[ \t*]*:")),  # GSM8K model solutions end in "A: 18" (at a line start: `_at_line_start`)
     ("ponse", re.compile(r"[rR][ée](?i:ponse)\s*(?:est|:|=)")),  # la réponse est
     ("答案", re.compile(r"答案\s*(?:是|为|:|：|=)")),
     ("espuesta", re.compile(r"[rR](?i:espuesta)\s*(?:es|:|=)")),
@@ -204,7 +204,7 @@ def _last_answer_marker(text: str) -> re.Match | None:
     """The last answer marker of any kind, looked for in the last `_MARKER_TAIL` chars first (a match there is the
     last one), then in the whole text."""
     start = max(0, len(text) - _MARKER_TAIL)
-    start = text.rfind("\n", 0, start) + 1 if start else 0  # from a line start, so `^` anchors still hold
+    start = text.rfind("\n", 0, start) + 1 if start else 0  # from a line start: no marker is cut in two
     for begin in (start, 0) if start else (0,):
         lowered = text[begin:].lower()
         found = []
@@ -269,9 +269,8 @@ def extract_answer(text: str, strict: bool = True) -> str | None:
         return None
     close = text.rfind("</answer>")
     open_ = text.rfind("<answer>", 0, close) if close >= 0 else -1
-    if open_ >= 0:  # 1. R1 style: the last answer block, read on its own
-        inside = text[open_ + len("<answer>") : close]
-        return _explicit_answer(inside) or strip_math_delimiters(inside) or None
+    if open_ >= 0:  # 1. R1 style: the last answer block, read on its own (prose in it is no answer)
+        return _explicit_answer(text[open_ + len("<answer>") : close])
     answer = _explicit_answer(text)
     if answer is None and not strict:  # 7. the last number, as a last resort
         for window in (text[-_LAST_NUMBER_TAIL:], text):
