@@ -223,3 +223,40 @@ def test_extraction_is_linear_on_a_megabyte(name):
         answer = extract_answer(PATHOLOGICAL[name], strict=strict)
         assert time.monotonic() - start < 2.0, f"{name} (strict={strict}) took too long"
         assert answer is None or len(answer) <= 2_000
+
+
+def test_agreement_benchmark_reads_parametrize_tables():
+    """`benchmarks/math_verify_agreement.py` reads (gold, pred, expected) tables from a test file's source, skipping
+    commented-out rows and picking up a precision the test function passes (a synthetic file, not theirs)."""
+    import importlib.util
+
+    path = Path(__file__).parents[1] / "benchmarks" / "math_verify_agreement.py"
+    spec = importlib.util.spec_from_file_location("math_verify_agreement", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    source = """
+import math, pytest
+
+@pytest.mark.parametrize("gold,pred,expected", [
+    ("1", "$1$", 1),
+    # ("2", "3", 1),
+    (f"{math.sqrt(4):.1f}", "2", 1),
+])
+def test_a(gold, pred, expected):
+    assert compare_strings(gold, pred, precision=5) == expected
+
+@pytest.mark.parametrize("x", [1, 2])
+def test_unrelated(x):
+    pass
+
+@pytest.mark.parametrize("gold, pred, expected, precision", [("1/3", "0.33", 1, 2)])
+def test_b(gold, pred, expected, precision):
+    pass
+"""
+    cases = module.parametrized_cases(source, "tests/test_x.py")
+    assert [(c["gold"], c["pred"], c["expected"], c["precision"]) for c in cases] == [
+        ("1", "$1$", 1, 5),
+        ("2.0", "2", 1, 5),
+        ("1/3", "0.33", 1, 2),
+    ]
+    assert {c["test"] for c in cases} == {"test_x::test_a", "test_x::test_b"}
