@@ -294,6 +294,40 @@ def test_gae_lambda_one_gamma_one_is_return_to_go_minus_value():
     torch.testing.assert_close(adv, torch.tensor([[5.5, 4.75, 2.875, 0.0]], dtype=torch.float64))
 
 
+def test_gae_skips_interior_gaps_issue_example():
+    # Issue 17, item 1: tokens 2-3 are environment output inside the completion. They are skipped, not terminal.
+    mask = torch.tensor([[1, 1, 0, 0, 1]])
+    values = torch.tensor([[0.5, 0.5, 0.7, 0.7, 0.8]], dtype=torch.float64)
+    rewards = torch.tensor([[0.0, 0.0, 0.0, 0.0, 1.0]], dtype=torch.float64)
+    adv, ret = pm.gae_advantages(rewards, values, mask, 1.0, 0.95)
+    # Agent tokens only: V = [.5, .5, .8], r = [0, 0, 1] -> A = [0.4655, 0.49, 0.2] (issue: 0.466; 0.374 when the gap is terminal)
+    torch.testing.assert_close(adv, torch.tensor([[0.4655, 0.49, 0.0, 0.0, 0.2]], dtype=torch.float64))
+    torch.testing.assert_close(ret, torch.tensor([[0.9655, 0.99, 0.0, 0.0, 1.0]], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_gae_with_interior_gaps_equals_gae_on_compacted_agent_tokens(seed):
+    # Slow reference: keep only each row's agent tokens, run plain GAE on them, scatter the results back.
+    gen = torch.Generator().manual_seed(seed)
+    B, T, gamma, lam = 5, 9, 0.97, 0.9
+    mask = (torch.rand(B, T, generator=gen) < 0.6).long()
+    mask[0] = 0  # an empty row
+    mask[1] = torch.tensor([1, 0, 0, 1, 1, 0, 1, 0, 0])  # gaps inside and trailing padding
+    rewards, values = randn(B, T, gen), randn(B, T, gen)
+    exp_adv = torch.zeros(B, T, dtype=torch.float64)
+    exp_ret = torch.zeros(B, T, dtype=torch.float64)
+    for i in range(B):
+        keep = mask[i].nonzero().flatten()
+        n = len(keep)
+        if n == 0:
+            continue
+        adv_i, ret_i = ref_gae(rewards[i : i + 1, keep], values[i : i + 1, keep], [n], gamma, lam)
+        exp_adv[i, keep], exp_ret[i, keep] = adv_i[0], ret_i[0]
+    adv, ret = pm.gae_advantages(with_garbage(rewards, mask), with_garbage(values, mask), mask, gamma, lam)
+    torch.testing.assert_close(adv, exp_adv, **TOL)
+    torch.testing.assert_close(ret, exp_ret, **TOL)
+
+
 # ---------------------------------------------------------------- losses
 
 

@@ -202,38 +202,40 @@ def per_token_rewards(scores: Tensor, kl: Tensor, mask: Tensor, kl_coef: float |
 
 
 def gae_advantages(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
-    """Generalised advantage estimation over completion tokens (Schulman et al. 2016, arXiv:1506.02438).
+    """Generalised advantage estimation over the agent's tokens (Schulman et al. 2016, arXiv:1506.02438).
 
-        delta_t = r_t + gamma * V_{t+1} - V_t
-        A_t     = delta_t + gamma * lam * A_{t+1}
+        delta_t = r_t + gamma * V_next - V_t
+        A_t     = delta_t + gamma * lam * A_next
         R_t     = A_t + V_t
 
-    The episode ends at the last valid token of each row: V_{t+1} = 0 and A_{t+1} = 0 there (no bootstrap).
+    "next" is the next *valid* token of the row, not position t + 1: masked positions inside a completion (tool or
+    environment output, `env_mask`) are skipped, as if the agent's tokens had been written contiguously. They are
+    not episode ends. After the last valid token of a row the episode ends: V_next = 0 and A_next = 0 (no
+    bootstrap). Rewards at masked positions are ignored.
 
     Args:
         rewards: `(B, T)` per-token rewards (see `per_token_rewards`).
         values: `(B, T)` critic values V_t, detached.
-        mask: `(B, T)` completion mask, right-padded.
+        mask: `(B, T)` completion mask; may have interior gaps.
         gamma: discount, usually 1.0 for language models.
         lam: GAE lambda, trades bias (low) for variance (high); usually 0.95.
 
     Returns:
-        `(advantages, returns)`, both `(B, T)` and 0 at padding positions.
+        `(advantages, returns)`, both `(B, T)` and 0 at masked positions.
     """
     valid = mask.bool()
-    # Zeroing padding makes V_{t+1} = 0 and A_{t+1} = 0 past each row's end: every padded step then has delta = 0.
     rewards = _zero_padding(rewards, valid)
     values = _zero_padding(values, valid)
-    T = rewards.shape[1]
-    lastgaelam = torch.zeros_like(rewards[:, 0])  # (B,) A_{t+1}
-    advantages_reversed = []
-    for t in reversed(range(T)):
-        nextvalues = values[:, t + 1] if t < T - 1 else torch.zeros_like(values[:, t])  # (B,) V_{t+1}
-        delta = rewards[:, t] + gamma * nextvalues - values[:, t]  # TD residual: Schulman et al. 2016 arXiv:1506.02438
-        lastgaelam = delta + gamma * lam * lastgaelam  # GAE(gamma, lam) recursion: arXiv:1506.02438
-        advantages_reversed.append(lastgaelam)
-    advantages = torch.stack(advantages_reversed[::-1], dim=1)  # (B, T)
-    advantages = _zero_padding(advantages, valid)
+    advantages = torch.zeros_like(rewards)
+    next_value = torch.zeros_like(values[:, 0])  # (B,) V of the next valid token; 0 past the end of the row
+    next_advantage = torch.zeros_like(rewards[:, 0])  # (B,) A of the next valid token
+    for t in range(rewards.shape[1] - 1, -1, -1):  # backwards in time
+        td_error = rewards[:, t] + gamma * next_value - values[:, t]  # delta_t: arXiv:1506.02438 Eq. 10
+        advantage = td_error + gamma * lam * next_advantage  # A_t = sum_l (gamma*lam)^l delta_{t+l}: Eq. 16
+        here = valid[:, t]
+        advantages[:, t] = torch.where(here, advantage, 0.0)
+        next_value = torch.where(here, values[:, t], next_value)  # a gap carries its successor's V and A through
+        next_advantage = torch.where(here, advantage, next_advantage)
     returns = _zero_padding(advantages + values, valid)
     return advantages, returns
 
@@ -269,14 +271,15 @@ def policy_loss(
     high = cliprange if cliprange_high is None else cliprange_high
     advantages = _zero_padding(advantages, mask)
     log_ratio = _zero_padding(logprob - old_logprob, mask)  # (B, T); masked before exp so garbage gives no NaN grad
-    ratio = torch.exp(log_ratio)  # (B, T) pi / pi_old
-    pg_loss1 = -advantages * ratio
-    pg_loss2 = -advantages * torch.clamp(ratio, 1.0 - low, 1.0 + high)  # clipped surrogate: arXiv:1707.06347 Eq. 7
-    pg_loss_max = torch.max(pg_loss1, pg_loss2)  # pessimistic bound: max of losses = min of objectives
-    loss = masked_mean(pg_loss_max, mask)
+    ratio = log_ratio.exp()  # (B, T) r = pi / pi_old
+    surrogate = ratio * advantages  # (B, T) the unclipped objective r * A
+    clipped_surrogate = ratio.clamp(1.0 - low, 1.0 + high) * advantages  # clip(r, 1-eps, 1+eps) * A
+    # PPO-Clip takes the smaller (pessimistic) of the two objectives per token: arXiv:1707.06347 Eq. 7
+    objective = torch.minimum(surrogate, clipped_surrogate)
+    loss = -masked_mean(objective, mask)  # maximise the objective = minimise its negative
     with torch.no_grad():
         info = {
-            "clipfrac": masked_mean((pg_loss2 > pg_loss1).to(ratio.dtype), mask),
+            "clipfrac": masked_mean((clipped_surrogate < surrogate).to(ratio.dtype), mask),  # the clip is binding
             "approxkl": masked_mean(0.5 * log_ratio**2, mask),  # k2 approx kl: http://joschu.net/blog/kl-approx.html
             "ratio": masked_mean(ratio, mask),
             "ratio_var": _masked_var(ratio, mask, unbiased=True),
