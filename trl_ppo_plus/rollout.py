@@ -4,7 +4,23 @@ from __future__ import annotations
 
 import torch
 from accelerate.utils import gather_object
-from trl.trainer.utils import nanstd
+from trl.trainer.utils import nanstd, pad
+
+
+def pad_rollout(prompt_ids: list[list[int]], completion_ids: list[list[int]], pad_token_id: int):
+    """Token lists to `(prompt_ids, prompt_mask)` left-padded `(B, P)` and `(completion_ids, completion_mask)`
+    right-padded `(B, C)`, all int64 (an empty first completion must not make them float)."""
+
+    def padded(rows, value, side):
+        return pad([torch.tensor(row, dtype=torch.long) for row in rows], value, side)
+
+    ones = [[1] * len(row) for row in prompt_ids], [[1] * len(row) for row in completion_ids]
+    return (
+        padded(prompt_ids, pad_token_id, "left"),
+        padded(ones[0], 0, "left"),
+        padded(completion_ids, pad_token_id, "right"),
+        padded(ones[1], 0, "right"),
+    )
 
 
 def score_and_log(trainer, mode: str, rewards_per_func: torch.Tensor, local: slice, prompts, completions):
@@ -13,31 +29,66 @@ def score_and_log(trainer, mode: str, rewards_per_func: torch.Tensor, local: sli
     Returns `(scores, scorable)`: the weighted sum over functions that scored each completion, and a bool mask of
     completions at least one function scored (the others carry no learning signal). Logs `reward`, `reward_std` and
     `rewards/<func>/{mean,std}` like GRPO, and feeds its completions table.
-    """
-    weights = trainer.reward_weights.to(rewards_per_func.device)
-    unscorable = torch.isnan(rewards_per_func).all(dim=1)
-    rewards = (rewards_per_func * weights.unsqueeze(0)).nansum(dim=1)  # (N,)
-    metrics = trainer._metrics[mode]
-    for i, name in enumerate(trainer.reward_func_names):
-        metrics[f"rewards/{name}/mean"].append(torch.nanmean(rewards_per_func[:, i]).item())
-        metrics[f"rewards/{name}/std"].append(nanstd(rewards_per_func[:, i]).item())
-    logged = rewards.masked_fill(unscorable, float("nan"))
-    metrics["reward"].append(torch.nanmean(logged).item())
-    metrics["reward_std"].append(nanstd(logged).item())
 
-    trainer._logs["prompt"].extend(gather_object(prompts))
-    trainer._logs["completion"].extend(gather_object(completions))
-    for i, name in enumerate(trainer.reward_func_names):
-        trainer._logs["rewards"][name].extend(rewards_per_func[:, i].tolist())
-    trainer._logs["advantages"].extend(rewards.tolist())  # GRPO's column; for PPO it holds the score
-    for column in sorted(set(gather_object(list(trainer._pending_extra_logs)))):
-        values = trainer._pending_extra_logs.get(column, [None] * len(prompts))
-        trainer._logs["extra"][column].extend(gather_object(values))
-    trainer._pending_extra_logs.clear()
-    for name in sorted(set(gather_object(list(trainer._pending_metrics)))):
-        values = trainer._pending_metrics.get(name, [])
-        stats = torch.tensor([sum(values), len(values)], dtype=torch.float32, device=rewards.device)
-        total, count = trainer.accelerator.gather(stats).view(-1, 2).sum(dim=0).tolist()
+    Raises:
+        ValueError: a reward function returned ±inf (one such score would turn every weight into NaN, and
+            `logging_nan_inf_filter` would hide it). GRPO stores `None` as NaN, so NaN means "not scored".
+    """
+    check_finite_rewards(rewards_per_func, trainer.reward_func_names)
+    unscorable = rewards_per_func.isnan().all(dim=1)  # (N,) no function scored this completion
+    weights = trainer.reward_weights.to(rewards_per_func.device)
+    scores = (rewards_per_func * weights).nansum(dim=1)  # (N,) a None counts as a missing term, not as 0 reward
+    _log_reward_stats(trainer._metrics[mode], trainer.reward_func_names, rewards_per_func, scores, unscorable)
+    _add_to_completions_table(trainer, prompts, completions, rewards_per_func, scores)
+    _flush_reward_function_logs(trainer, trainer._metrics[mode], n_local=len(prompts))
+    return scores[local], ~unscorable[local]
+
+
+def check_finite_rewards(rewards_per_func: torch.Tensor, names: list[str]) -> None:
+    """Raise naming the first reward function that returned ±inf, with the row it scored."""
+    infinite = rewards_per_func.isinf()  # (N, F)
+    if bool(infinite.any()):
+        row, func = (int(i) for i in infinite.nonzero()[0])
+        raise ValueError(
+            f"Reward function {names[func]!r} returned {rewards_per_func[row, func].item()} for completion {row} of "
+            "the rollout batch. Scores must be finite (return None to skip a completion)."
+        )
+
+
+def _log_reward_stats(metrics, names, rewards_per_func, scores, unscorable) -> None:
+    """Per-function mean/std over the completions each function scored; `reward` over scorable completions."""
+    for column, name in enumerate(names):
+        metrics[f"rewards/{name}/mean"].append(torch.nanmean(rewards_per_func[:, column]).item())
+        metrics[f"rewards/{name}/std"].append(nanstd(rewards_per_func[:, column]).item())
+    scored = scores.masked_fill(unscorable, float("nan"))  # unscorable rows stay out of the statistics
+    metrics["reward"].append(torch.nanmean(scored).item())
+    metrics["reward_std"].append(nanstd(scored).item())
+
+
+def _add_to_completions_table(trainer, prompts, completions, rewards_per_func, scores) -> None:
+    """Rows for GRPO's completions table (`log_completions`); its `advantages` column holds PPO's score."""
+    table = trainer._logs
+    table["prompt"].extend(gather_object(prompts))
+    table["completion"].extend(gather_object(completions))
+    for column, name in enumerate(trainer.reward_func_names):
+        table["rewards"][name].extend(rewards_per_func[:, column].tolist())
+    table["advantages"].extend(scores.tolist())
+
+
+def _flush_reward_function_logs(trainer, metrics, n_local: int) -> None:
+    """What reward functions sent through `log_extra` / `log_metric`, gathered over ranks.
+
+    Every rank walks the same sorted list of names, so the collective calls pair up even when a rank has nothing.
+    """
+    extra = trainer._pending_extra_logs
+    for column in sorted(set(gather_object(list(extra)))):
+        trainer._logs["extra"][column].extend(gather_object(extra.get(column, [None] * n_local)))
+    extra.clear()
+    pending = trainer._pending_metrics
+    device = trainer.accelerator.device
+    for name in sorted(set(gather_object(list(pending)))):
+        values = pending.get(name, [])
+        local_sum_count = torch.tensor([sum(values), len(values)], dtype=torch.float32, device=device)
+        total, count = trainer.accelerator.gather(local_sum_count).view(-1, 2).sum(dim=0).tolist()
         metrics[name].append(total / max(count, 1))
-    trainer._pending_metrics.clear()
-    return rewards[local], ~unscorable[local]
+    pending.clear()
