@@ -91,7 +91,23 @@ class SeparateCritic(nn.Module):
         for name in sorted(os.listdir(directory)):
             if name.endswith(".safetensors"):
                 state.update(load_file(os.path.join(directory, name)))
-        self.model.load_state_dict(state, strict=False)
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if k not in _tied_keys(self.model)]  # tied copies are not saved
+        if missing or unexpected:
+            raise ValueError(
+                f"The critic in {directory} does not match the value model: missing {missing[:5]} "
+                f"({len(missing)} in all), unexpected {unexpected[:5]} ({len(unexpected)} in all)."
+            )
+
+
+def _tied_keys(model: nn.Module) -> set[str]:
+    """Names of parameters that share storage with an earlier one (`save_pretrained` writes each storage once)."""
+    seen, tied = set(), set()
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        if tensor.data_ptr() in seen:
+            tied.add(name)
+        seen.add(tensor.data_ptr())
+    return tied
 
 
 class SharedTrunkCritic(nn.Module):
