@@ -8,8 +8,11 @@ inherited from `trl.GRPOTrainer`. This class overrides a small, named set of its
   `_calculate_rewards`, then compute policy / reference log-probs and values, the per-token rewards
   (−β·KL + score on the last token), GAE advantages and returns, whitening, and the KL-controller update.
 - `_compute_loss`: the clipped policy loss + vf_coef × clipped value loss (− entropy bonus, + β·KL in loss mode).
-- `training_step`: skips the rest of an update after a `target_kl_early_stop` trigger.
-- `_save`, `_load_optimizer_and_scheduler`: the critic and the KL controller travel with every checkpoint.
+- `_prepare_inputs`: reshuffles the rollout's mini-batches at the start of every PPO epoch after the first.
+- `training_step`: skips an update with no token to train on, and the rest of an update after a
+  `target_kl_early_stop` trigger (the step that tripped it included).
+- `_save`, `_save_optimizer_and_scheduler`, `_load_from_checkpoint`, `_load_optimizer_and_scheduler`: the critic,
+  the KL controller and the current rollout travel with every checkpoint; incomplete checkpoints are refused.
 - `create_model_card`: our template from `model_cards/`.
 
 GRPO's batching maps onto PPO's as: rollout batch = `generation_batch_size`; `num_ppo_epochs` = `num_iterations`;
@@ -21,7 +24,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import logging
 import os
+import shutil
+import warnings
 
 import torch
 from accelerate.utils import is_peft_model
@@ -29,7 +35,14 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification
 from trl import GRPOTrainer
 from trl.models.utils import disable_gradient_checkpointing
-from trl.trainer.utils import add_fused_lm_head, disable_dropout_in_model, pad, use_adapter
+from trl.trainer.utils import (
+    add_fused_lm_head,
+    disable_dropout_in_model,
+    pad,
+    shuffle_sequence_dict,
+    split_tensor_dict,
+    use_adapter,
+)
 
 from trl_ppo_plus import ppo_math
 from trl_ppo_plus.config import PPOConfig
@@ -39,9 +52,47 @@ from trl_ppo_plus.validation import check_models_before_loading
 from trl_ppo_plus.value import AdapterCritic, SeparateCritic, SharedTrunkCritic
 
 
+logger = logging.getLogger(__name__)
+
 CRITIC_ATTR = "ppo_critic"  # the critic is a submodule of the policy, so DDP, the optimizer and `.to()` see it
 VALUE_MODEL_DIR = "value_model"
-KL_CONTROLLER_FILE = "kl_controller.json"
+KL_CONTROLLER_FILE = "kl_controller.json"  # written last by `_save`: a checkpoint without it is incomplete
+ROLLOUT_STATE_FILE = "ppo_rollout_rank{}.pt"  # each process's rollout being trained on: a mid-rollout resume is exact
+
+
+def _refuse_tool_calling(kwargs) -> None:
+    """Tools and environments: GRPO's tool loop needs per-rollout setup our rollout does not run. Refuse them early.
+
+    A `rollout_func` that returns an `env_mask` is supported: GAE runs over the agent's tokens only
+    (`ppo_math.gae_advantages`), and the environment's tokens carry no loss.
+    """
+    for name in ("tools", "environment_factory"):
+        if kwargs.get(name):
+            raise ValueError(
+                f"PPOTrainer does not support `{name}=` (got {kwargs[name]!r}): its rollout does not run GRPO's tool "
+                "loop. Generate multi-turn rollouts with a `rollout_func` that returns an `env_mask` instead."
+            )
+
+
+def _warn_k1_in_loss(args) -> None:
+    if args is not None and args.kl_penalty == "loss" and args.kl_estimator == "k1":
+        warnings.warn(
+            'kl_penalty="loss" with kl_estimator="k1": the k1 term has zero expected gradient (E[grad log pi] = 0), '
+            'so it adds noise and no pull toward the reference. Use kl_estimator="k3" (GRPO\'s choice) in loss mode, '
+            'or k1 with kl_penalty="reward".',
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+def disable_all_dropout(model: nn.Module) -> None:
+    """Dropout off everywhere, as TRL <= 1.12's PPOTrainer did: `nn.Dropout` modules (LoRA's included) and the
+    attention dropout that HF attention layers read from a float attribute (`attention_dropout` from the config).
+    With dropout the rollout's log-probs and the loss's differ, and the first mini-batch's ratio is not 1."""
+    disable_dropout_in_model(model)
+    for module in model.modules():
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
 
 
 class PPOTrainer(GRPOTrainer):
@@ -123,6 +174,8 @@ class PPOTrainer(GRPOTrainer):
             raise TypeError(f"PPOTrainer needs a PPOConfig, got args of type {type(args).__name__}")
         if data_collator is not None:
             raise ValueError("PPOTrainer builds its own rollout batches; `data_collator` must be None.")
+        _refuse_tool_calling(kwargs)
+        _warn_k1_in_loss(args)
 
         # Rewards: reward_funcs + TRL <= 1.12's reward_model + args.reward_model_path.
         reward_funcs = (
@@ -161,6 +214,7 @@ class PPOTrainer(GRPOTrainer):
         if args.cpu_malloc_mmap_threshold is not None and self.accelerator.device.type == "cpu":
             set_malloc_mmap_threshold(args.cpu_malloc_mmap_threshold)  # freed activations go back to the OS
         self._setup_critic(value_model)
+        disable_all_dropout(self._policy)  # critic included: the ratio is exactly 1 at the first mini-batch
         self._setup_reference(ref_model)
         self.kl_ctl = build_kl_controller(
             args.kl_controller,
@@ -176,6 +230,7 @@ class PPOTrainer(GRPOTrainer):
         self.init_kl_coef = self.kl_ctl.value
         self._rollout_kl_coef = self.kl_ctl.value  # β of the rollout being trained on
         self._update_stopped_early = False
+        self._rollout_is_empty = False  # no token of the rollout carries a loss: its update is skipped
         self._episodes = 0
 
     # ------------------------------------------------------------------ models
@@ -285,23 +340,24 @@ class PPOTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ rollout
     def _generate_and_score_completions(self, inputs):
         """One PPO rollout (issue #3, steps 1–7), returning the tensors `_compute_loss` trains on."""
-        from trl_ppo_plus.rollout import score_and_log
+        from trl_ppo_plus.rollout import pad_rollout, score_and_log
 
         device = self.accelerator.device
         mode = "train" if self.model.training else "eval"
         prompts = [x["prompt"] for x in inputs]
         prompt_ids_list, completion_ids_list, tool_mask_list, completions, _, extra, _, _ = self._generate(prompts)
 
-        prompt_ids = pad([torch.tensor(p) for p in prompt_ids_list], self._tokenizer.pad_token_id, "left").to(device)
-        prompt_mask = pad([torch.ones(len(p), dtype=torch.long) for p in prompt_ids_list], 0, "left").to(device)
-        completion_ids = pad([torch.tensor(c) for c in completion_ids_list], self._tokenizer.pad_token_id).to(device)
-        completion_mask = pad([torch.ones(len(c), dtype=torch.long) for c in completion_ids_list], 0).to(device)
+        prompt_ids, prompt_mask, completion_ids, completion_mask = (
+            t.to(device) for t in pad_rollout(prompt_ids_list, completion_ids_list, self._tokenizer.pad_token_id)
+        )
+        self._check_context_length(prompt_ids.size(1), completion_ids.size(1))
         ended = torch.tensor([len(c) > 0 and c[-1] in self.eos_token_ids for c in completion_ids_list], device=device)
         if self.mask_truncated_completions:
             completion_mask = completion_mask * ended.unsqueeze(1).long()
         loss_mask = completion_mask.float()
-        if tool_mask_list is not None:
-            loss_mask = loss_mask * pad([torch.tensor(m) for m in tool_mask_list], 1).to(device).float()
+        if tool_mask_list is not None:  # a rollout_func's env_mask: environment tokens carry no loss
+            env_mask = pad([torch.tensor(m, dtype=torch.long) for m in tool_mask_list], 1)
+            loss_mask = loss_mask * env_mask.to(device).float()
 
         input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (B, P+C)
         attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # (B, P+C)
@@ -331,18 +387,14 @@ class PPOTrainer(GRPOTrainer):
 
         beta = self.kl_ctl.value  # the β of this rollout: rewards use the controller's value at rollout time
         kl = ppo_math.kl_estimate(old_logps, ref_logps, self.args.kl_estimator) * loss_mask  # (B, C)
-        reward_beta = beta if self.args.kl_penalty == "reward" else 0.0
-        rewards, non_score_reward = ppo_math.per_token_rewards(scores, kl, loss_mask, reward_beta)
-        if self.args.whiten_rewards:
-            rewards = ppo_math.masked_whiten(rewards, loss_mask, shift_mean=False)
-        advantages, returns = ppo_math.gae_advantages(rewards, values, loss_mask, self.args.gamma, self.args.lam)
-        if self.args.whiten_advantages:
-            advantages = ppo_math.masked_whiten(advantages, loss_mask)
+        rewards, non_score_reward, advantages, returns = self._advantages_and_returns(
+            scores, kl, values, loss_mask, beta
+        )
 
         self._log_rollout(mode, beta, scores, kl, non_score_reward, entropies, loss_mask, ended)
         if mode == "train":
             self._rollout_kl_coef = beta
-            self._update_stopped_early = False
+            self._update_stopped_early = False  # `_log_rollout` set `_rollout_is_empty`
         batch = {
             "prompt_ids": prompt_ids,
             "prompt_mask": prompt_mask,
@@ -352,35 +404,99 @@ class PPOTrainer(GRPOTrainer):
             "old_per_token_logps": old_logps,
             "ref_per_token_logps": ref_logps,
             "old_values": values,
+            "rewards": rewards,
             "advantages": advantages,
             "returns": returns,
         }
         return batch
 
+    def _check_context_length(self, prompt_length: int, completion_length: int) -> None:
+        """A prompt that does not fit the model's context with its completion: a clear error, not silent garbage."""
+        limit = getattr(self._policy.config.get_text_config(), "max_position_embeddings", None)
+        if limit is not None and prompt_length + completion_length > limit:
+            raise ValueError(
+                f"The longest prompt of this batch has {prompt_length} tokens; with completions of up to "
+                f"{completion_length} tokens (max_completion_length={self.args.max_completion_length}) that exceeds "
+                f"the model's context, max_position_embeddings={limit}. Shorten or filter the prompts, or lower "
+                "max_completion_length."
+            )
+
+    def _advantages_and_returns(self, scores, kl, values, loss_mask, beta):
+        """Per-token rewards (−β·KL in reward mode, + the score), GAE and whitening. All `(B, C)`."""
+        reward_beta = beta if self.args.kl_penalty == "reward" else 0.0
+        rewards, non_score_reward = ppo_math.per_token_rewards(scores, kl, loss_mask, reward_beta)
+        has_tokens = bool(loss_mask.any())  # whitening nothing is undefined; the update is then skipped
+        if self.args.whiten_rewards and has_tokens:
+            rewards = ppo_math.masked_whiten(rewards, loss_mask, shift_mean=False)
+        advantages, returns = ppo_math.gae_advantages(rewards, values, loss_mask, self.args.gamma, self.args.lam)
+        if self.args.whiten_advantages and has_tokens:
+            advantages = ppo_math.masked_whiten(advantages, loss_mask)
+        return rewards, non_score_reward, advantages, returns
+
     def _log_rollout(self, mode, beta, scores, kl, non_score_reward, entropies, mask, ended) -> None:
+        """Rollout metrics. KL, entropy and non-score reward are averaged over the rows that carry a loss: unscored
+        or masked (truncated) rows have KL 0 by construction and would dilute what the controller sees."""
         gather = self.accelerator.gather
-        seq_kl = gather(kl.sum(1))  # KL summed over each completion, the controllers' measure
+        rows = mask.any(dim=1).float()  # (B,) rows with at least one token in the loss
+        per_row = torch.stack([kl.sum(1), (entropies * mask).sum(1), non_score_reward.sum(1)])  # (3, B)
+        totals = gather(torch.cat([(per_row * rows).sum(1), rows.sum().view(1)]).unsqueeze(0)).sum(0)  # sum ranks
+        n_rows = int(totals[-1].item())
+        seq_kl, entropy, non_score = (totals[:3] / max(n_rows, 1)).tolist()
         metrics = self._metrics[mode]
-        metrics["objective/kl"].append(seq_kl.mean().item())
-        metrics["objective/entropy"].append(gather((entropies * mask).sum(1)).mean().item())
-        metrics["objective/non_score_reward"].append(gather(non_score_reward.sum(1)).mean().item())
+        metrics["objective/kl"].append(seq_kl)  # KL summed over each completion, the controllers' measure
+        metrics["objective/entropy"].append(entropy)
+        metrics["objective/non_score_reward"].append(non_score)
         metrics["objective/rlhf_reward"].append(gather(scores + non_score_reward.sum(1)).mean().item())
         metrics["objective/scores"].append(gather(scores).mean().item())
         metrics["objective/kl_coef"].append(beta)
         metrics["val/num_eos_tokens"].append(gather(ended.float()).sum().item())
         if mode == "train":
-            n_steps = seq_kl.numel()  # episodes in this update, across all processes
+            n_steps = gather(ended.new_ones(ended.shape, dtype=torch.long).sum()).sum().item()  # episodes, all ranks
             self._episodes += n_steps
-            self.kl_ctl.update(seq_kl.mean().item(), n_steps)  # same value on every rank: β stays in sync
-            metrics["objective/kl_error"].append(float(self.kl_ctl.error))
             metrics["episode"] = [self._episodes]  # a running count, not averaged over the logging window
+            self._rollout_is_empty = n_rows == 0
+            metrics["policy/skipped_update"].append(float(self._rollout_is_empty))
+            if self._rollout_is_empty:  # nothing to learn from, and no KL to steer β with
+                logger.warning(
+                    "Step %d: no completion of this rollout carries a loss (all unscored, or all truncated under "
+                    "mask_truncated_completions); its update is skipped.",
+                    self.state.global_step,
+                )
+                return
+            self.kl_ctl.update(seq_kl, n_steps)  # same value on every rank: β stays in sync
+            metrics["objective/kl_error"].append(float(self.kl_ctl.error))
 
     # ------------------------------------------------------------------ loss
+    def _prepare_inputs(self, generation_batch):
+        """GRPO's rollout buffer, with the mini-batch partition reshuffled at the start of every PPO epoch."""
+        steps = self.args.steps_per_generation  # micro-batches per PPO epoch
+        position = self._step % (steps * self.num_iterations)  # micro-batch index within this rollout's update
+        if self.model.training and self._buffered_inputs is not None and position > 0 and position % steps == 0:
+            self._buffered_inputs = self._reshuffled(self._buffered_inputs)  # a new epoch over the same rollout
+        return super()._prepare_inputs(generation_batch)
+
+    @staticmethod
+    def _reshuffled(micro_batches: list[dict]) -> list[dict]:
+        """The same rows, in a new random order, split into as many micro-batches (as TRL <= 1.12 did per epoch)."""
+        rollout = {key: torch.cat([mb[key] for mb in micro_batches]) for key in micro_batches[0]}
+        return split_tensor_dict(shuffle_sequence_dict(rollout), len(micro_batches))
+
     def training_step(self, model, inputs, num_items_in_batch):
-        if self._update_stopped_early and self.model.training:
+        if self.model.training and self._update_is_skipped() and not self._starts_a_rollout():
             self._step += 1  # keep GRPO's rollout bookkeeping moving; no forward, no gradient
             return torch.tensor(0.0, device=self.accelerator.device)
-        return super().training_step(model, inputs, num_items_in_batch)
+        loss = super().training_step(model, inputs, num_items_in_batch)  # may generate a new rollout first
+        if self.model.training and self._update_is_skipped():  # nothing to train on, or target_kl_early_stop tripped
+            model.zero_grad(set_to_none=True)  # drop this mini-batch's gradients: the optimizer step skips them
+        return loss
+
+    def _update_is_skipped(self) -> bool:
+        return self._update_stopped_early or self._rollout_is_empty
+
+    def _starts_a_rollout(self) -> bool:
+        """GRPO's `_prepare_inputs` generates a new rollout at this micro-batch."""
+        generate_every = self.args.steps_per_generation * self.num_iterations
+        return self._step % generate_every == 0 or self._buffered_inputs is None
 
     def _compute_loss(self, model, inputs):
         """Clipped policy loss + vf_coef · clipped value loss − entropy_coef · entropy (+ β·KL in loss mode)."""
@@ -424,8 +540,11 @@ class PPOTrainer(GRPOTrainer):
         metrics["val/ratio"].append(mean_over_ranks(pg_info["ratio"]))
         metrics["val/ratio_var"].append(mean_over_ranks(pg_info["ratio_var"]))
         if mode == "train" and args.target_kl_early_stop is not None and approxkl > 1.5 * args.target_kl_early_stop:
-            self._update_stopped_early = True  # OpenAI baselines / Spinning Up: stop this update early
+            # Spinning Up: stop the update *before* the step whose KL is too large. `training_step` drops the
+            # gradients; the zero here keeps every parameter in the graph (DDP expects a backward through all).
+            self._update_stopped_early = True
             metrics["policy/early_stop"].append(1.0)
+            return loss * 0.0
         return loss
 
     def generate_completions(self, sampling: bool = False) -> list[dict]:
@@ -466,25 +585,52 @@ class PPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, output_dir: str | None = None, state_dict=None):
+        """The policy (GRPO's `_save`), then the critic in `value_model/`, then `kl_controller.json` last.
+
+        PPO's files are written under a temporary name and renamed into place, and the KL controller file, written
+        last, marks the checkpoint complete: a crash mid-save leaves a checkpoint that resume refuses.
+        """
         from trl_ppo_plus.modeling import is_policy_and_value, save_policy_and_value
 
         output_dir = output_dir or self.args.output_dir
+        kl_file = os.path.join(output_dir, KL_CONTROLLER_FILE)
+        if os.path.exists(kl_file):  # overwriting a checkpoint: it is incomplete until the new marker lands
+            os.remove(kl_file)
         if state_dict is not None:
             state_dict = {k: v for k, v in state_dict.items() if f"{CRITIC_ATTR}." not in k}
         with self._without_critic() as critic:
             super()._save(output_dir, state_dict=state_dict)
-        critic_dir = os.path.join(output_dir, VALUE_MODEL_DIR)
         if is_policy_and_value(self._policy):  # policy adapter at the root, value adapter + head in value_model/
             save_policy_and_value(self._policy, output_dir, critic)
         else:
-            critic.save(critic_dir, self.processing_class)
-        with open(os.path.join(output_dir, KL_CONTROLLER_FILE), "w") as f:
-            state = {"kind": self.args.kl_controller, "state": self.kl_ctl.state_dict(), "episodes": self._episodes}
+            critic_dir = os.path.join(output_dir, VALUE_MODEL_DIR)
+            critic.save(critic_dir + ".tmp", self.processing_class)
+            if os.path.isdir(critic_dir):
+                shutil.rmtree(critic_dir)
+            os.replace(critic_dir + ".tmp", critic_dir)
+        state = {"kind": self.args.kl_controller, "state": self.kl_ctl.state_dict(), "episodes": self._episodes}
+        with open(kl_file + ".tmp", "w") as f:
             json.dump(state, f, indent=2)
+        os.replace(kl_file + ".tmp", kl_file)
+
+    def _save_optimizer_and_scheduler(self, output_dir):
+        """Checkpoints also hold the rollout being trained on, so a resume mid-rollout continues it exactly."""
+        super()._save_optimizer_and_scheduler(output_dir)
+        state = {  # every process saves its own part of the rollout
+            "step": self._step,  # GRPO's micro-batch counter: where in the rollout's update we are
+            "buffered_inputs": self._buffered_inputs,
+            "rollout_kl_coef": self._rollout_kl_coef,
+            "update_stopped_early": self._update_stopped_early,
+            "rollout_is_empty": self._rollout_is_empty,
+        }
+        path = os.path.join(output_dir, ROLLOUT_STATE_FILE.format(self.accelerator.process_index))
+        torch.save(state, path + ".tmp")
+        os.replace(path + ".tmp", path)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         from trl_ppo_plus.modeling import is_policy_and_value, load_policy_and_value_weights
 
+        check_checkpoint_is_complete(resume_from_checkpoint)
         if is_policy_and_value(self._policy):  # both adapters and the head, into the live parameters
             load_policy_and_value_weights(self._policy, resume_from_checkpoint)
             return
@@ -495,16 +641,43 @@ class PPOTrainer(GRPOTrainer):
         super()._load_optimizer_and_scheduler(checkpoint)
         if checkpoint is not None:
             self.load_ppo_state(checkpoint)
+            self._load_rollout_state(checkpoint)
 
     def load_ppo_state(self, checkpoint: str) -> None:
-        """Restore the critic weights and the KL controller saved in `checkpoint` (runs on resume)."""
-        critic_dir = os.path.join(checkpoint, VALUE_MODEL_DIR)
-        if os.path.isdir(critic_dir):
-            self.critic.load(critic_dir)
-        kl_file = os.path.join(checkpoint, KL_CONTROLLER_FILE)
-        if os.path.exists(kl_file):
-            with open(kl_file) as f:
-                saved = json.load(f)
-            self.kl_ctl.load_state_dict(saved["state"])
-            self._episodes = saved.get("episodes", 0)
-            self._rollout_kl_coef = self.kl_ctl.value
+        """Restore the critic weights and the KL controller saved in `checkpoint` (runs on resume).
+
+        Raises:
+            FileNotFoundError: `value_model/` or `kl_controller.json` is missing (a fresh critic or the initial β
+                would resume silently otherwise).
+        """
+        check_checkpoint_is_complete(checkpoint)
+        self.critic.load(os.path.join(checkpoint, VALUE_MODEL_DIR))
+        with open(os.path.join(checkpoint, KL_CONTROLLER_FILE)) as f:
+            saved = json.load(f)
+        self.kl_ctl.load_state_dict(saved["state"])
+        self._episodes = saved.get("episodes", 0)
+        self._rollout_kl_coef = self.kl_ctl.value
+
+    def _load_rollout_state(self, checkpoint: str) -> None:
+        path = os.path.join(checkpoint, ROLLOUT_STATE_FILE.format(self.accelerator.process_index))
+        if not os.path.exists(path):
+            logger.warning("%s is missing: resuming starts a fresh rollout.", path)
+            return
+        state = torch.load(path, map_location=self.accelerator.device, weights_only=True)
+        self._step = state["step"]
+        self._buffered_inputs = state["buffered_inputs"]
+        self._rollout_kl_coef = state["rollout_kl_coef"]
+        self._update_stopped_early = state["update_stopped_early"]
+        self._rollout_is_empty = state["rollout_is_empty"]
+
+
+def check_checkpoint_is_complete(checkpoint: str) -> None:
+    """Raise if `checkpoint` lacks the critic or the KL controller file (written last by `PPOTrainer._save`)."""
+    for name in (VALUE_MODEL_DIR, KL_CONTROLLER_FILE):
+        path = os.path.join(checkpoint, name)
+        if not os.path.exists(path):
+            raise FileNotFoundError(
+                f"Incomplete PPO checkpoint: {path} is missing (the save was interrupted, or the checkpoint was not "
+                "written by PPOTrainer). Resuming would restart the critic or the KL controller silently; resume "
+                "from an earlier checkpoint."
+            )
