@@ -93,24 +93,32 @@ def test_learns_a_toy_verifiable_task(tiny_model_path, tmp_path, seed):
     assert last > first + 0.1 and last > 2 * first, f"no learning: first 10 = {first:.3f}, last 10 = {last:.3f}"
 
 
-def test_kl_penalty_in_loss_mode_and_early_stop(tiny_model_path, tmp_path):
-    args = fast_args(
-        tmp_path,
-        kl_penalty="loss",
-        kl_estimator="k3",
-        num_ppo_epochs=4,
-        num_mini_batches=2,
-        max_steps=8,
-        target_kl_early_stop=1e-6,
-        learning_rate=1e-2,
-    )
-    trainer = PPOTrainer(
-        model=tiny_model_path, reward_funcs=DigitReward(tiny_model_path), args=args, train_dataset=prompts_dataset(16)
-    )
-    trainer.train()
-    assert logged(trainer, "policy/early_stop"), "the approx-KL early stop never triggered"
-    # After the trigger, the remaining mini-batches of the update do no forward pass, so fewer losses are logged.
-    assert len(logged(trainer, "loss/policy_avg")) < 8
+def test_kl_penalty_in_loss_mode_changes_the_update(tiny_model_path, tmp_path):
+    # In loss mode β does not enter the rollout's rewards, so two runs differing only in β see the same rollout. The
+    # k3 term's gradient is 0 while the policy equals the reference (step 1) and pulls back toward it after (step 2):
+    # with β = 1 the weights after step 2 differ from β = 0's. Replacing the loss-mode KL term by 0 fails this test.
+    def run(beta):
+        args = fast_args(
+            tmp_path / str(beta),
+            kl_penalty="loss",
+            kl_estimator="k3",
+            kl_coef=beta,
+            num_ppo_epochs=2,
+            max_steps=2,
+            learning_rate=1e-2,
+        )
+        trainer = PPOTrainer(
+            model=tiny_model_path,
+            reward_funcs=DigitReward(tiny_model_path),
+            args=args,
+            train_dataset=prompts_dataset(8),
+        )
+        trainer.train()
+        return trainer
+
+    without_kl, with_kl = run(0.0), run(1.0)
+    assert logged(without_kl, "objective/scores") == logged(with_kl, "objective/scores")  # the same rollout
+    assert _changed(_snapshot(without_kl.model), with_kl.model, "model.layers"), "the loss-mode KL term did nothing"
 
 
 @pytest.mark.parametrize(
