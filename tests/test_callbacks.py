@@ -202,10 +202,6 @@ def test_evaluate_modules_load_offline():
 
 
 def test_code_pass_at_k_module_runs_programs():
-    import importlib.util
-
-    if importlib.util.find_spec("trl_ppo_plus.rewards.code") is None:
-        pytest.skip("trl_ppo_plus.rewards.code (the sandboxed code reward) is not there yet")
     from trl_ppo_plus import metrics
 
     result = metrics.load("code_pass_at_k").compute(
@@ -349,7 +345,8 @@ def test_kl_guard_stops_a_blowup_and_leaves_a_checkpoint(tiny_model_path, tmp_pa
 def test_eval_and_curves_with_ppo_trainer(tiny_model_path, tmp_path):
     from trl_ppo_plus import PPOConfig, PPOTrainer
 
-    curves, guard = TrainingCurvesCallback(), KLGuardCallback(max_kl=1e6, patience=1)  # a guard that never fires
+    # a guard that counts every KL log over a tiny bound, with more patience than the run has steps
+    curves, guard = TrainingCurvesCallback(), KLGuardCallback(max_kl=1e-12, patience=10)
     args = PPOConfig(
         output_dir=str(tmp_path),
         per_device_train_batch_size=4,
@@ -358,6 +355,7 @@ def test_eval_and_curves_with_ppo_trainer(tiny_model_path, tmp_path):
         max_steps=2,
         logging_steps=1,
         learning_rate=1e-3,
+        kl_estimator="k3",  # KL >= 0 per token, so every step after the first logs a KL above the bound
         report_to="none",
         save_strategy="no",
         disable_tqdm=True,
@@ -365,7 +363,7 @@ def test_eval_and_curves_with_ppo_trainer(tiny_model_path, tmp_path):
     )
     trainer = PPOTrainer(
         model=tiny_model_path,
-        reward_funcs=[contains_solution],
+        reward_funcs=[contains_solution, short_bonus],  # short_bonus: a signal, so the policy moves and KL > 0
         args=args,
         train_dataset=_dataset(conversational=False),
         callbacks=[curves, guard],
@@ -379,5 +377,8 @@ def test_eval_and_curves_with_ppo_trainer(tiny_model_path, tmp_path):
     assert [e["step"] for e in history if "eval/accuracy" in e] == [0, 1, 2]
     assert [e["step"] for e in history if "objective/kl" in e] == [1, 2]  # PPO's train entries intact
     assert evaluator.last_results.step == 2 and len(evaluator.last_results.records) == 2
-    assert guard.stop_reason is None
+    kls = [e["objective/kl"] for e in history if "objective/kl" in e]
+    trailing_over = len(kls) - max([i + 1 for i, kl in enumerate(kls) if kl <= guard.max_kl], default=0)
+    assert trailing_over >= 1 and guard.num_over == trailing_over  # the guard read PPO's objective/kl
+    assert guard.stop_reason is None and trainer.state.global_step == 2  # patience not reached: training went on
     _assert_nontrivial_png(tmp_path / "training_curves.png")
