@@ -17,6 +17,8 @@ HOOKS = {
     "_load_optimizer_and_scheduler": ["self", "checkpoint"],
     "_save": ["self", "output_dir", "state_dict"],
     "_load_from_checkpoint": ["self", "resume_from_checkpoint", "model"],
+    "_prepare_inputs": ["self", "generation_batch"],
+    "_save_optimizer_and_scheduler": ["self", "output_dir"],
 }
 
 

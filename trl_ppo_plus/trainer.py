@@ -451,7 +451,7 @@ class PPOTrainer(GRPOTrainer):
         metrics["objective/kl_coef"].append(beta)
         metrics["val/num_eos_tokens"].append(gather(ended.float()).sum().item())
         if mode == "train":
-            n_steps = gather(ended.new_ones(ended.shape, dtype=torch.long).sum()).sum().item()  # episodes, all ranks
+            n_steps = int(gather(torch.tensor([ended.numel()], device=ended.device)).sum())  # episodes, all ranks
             self._episodes += n_steps
             metrics["episode"] = [self._episodes]  # a running count, not averaged over the logging window
             self._rollout_is_empty = n_rows == 0
