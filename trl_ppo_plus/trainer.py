@@ -255,9 +255,7 @@ class PPOTrainer(GRPOTrainer):
                 value_model = AutoModelForSequenceClassification.from_pretrained(
                     value_model, num_labels=1, **init_kwargs
                 )
-            if self.args.disable_dropout:
-                disable_dropout_in_model(value_model)
-            critic = SeparateCritic(value_model)
+            critic = SeparateCritic(value_model)  # its dropout goes with the policy's, below
         else:
             critic = SharedTrunkCritic(policy.config.get_text_config().hidden_size)
         if CRITIC_ATTR not in policy._modules:
@@ -623,6 +621,7 @@ class PPOTrainer(GRPOTrainer):
             "update_stopped_early": self._update_stopped_early,
             "rollout_is_empty": self._rollout_is_empty,
         }
+        os.makedirs(output_dir, exist_ok=True)  # other ranks may get here before rank 0 has created it
         path = os.path.join(output_dir, ROLLOUT_STATE_FILE.format(self.accelerator.process_index))
         torch.save(state, path + ".tmp")
         os.replace(path + ".tmp", path)
