@@ -115,7 +115,7 @@ def test_kl_for_the_controller_averages_rows_that_carry_a_loss(tiny_model_path, 
         reward=odd_rows_unscored,
         kl_controller="adaptive",
         kl_estimator="k3",
-        max_steps=3,
+        max_steps=2,  # the second rollout has KL > 0
         learning_rate=3e-2,
     )
     batches = _capture_rollouts(trainer)
@@ -207,7 +207,7 @@ def test_resume_from_a_mid_rollout_checkpoint_continues_exactly(tiny_model_path,
             kl_target=1e-3,
             kl_horizon=100,
             num_ppo_epochs=2,
-            max_steps=4,
+            max_steps=3,  # rollout 1: steps 1-2, rollout 2: step 3
             save_strategy="steps",
             save_steps=1,
             learning_rate=1e-2,
