@@ -260,3 +260,26 @@ def test_b(gold, pred, expected, precision):
         ("1/3", "0.33", 1, 2),
     ]
     assert {c["test"] for c in cases} == {"test_x::test_a", "test_x::test_b"}
+
+
+# (completion, gold, expected): inside LaTeX (`\boxed{}`, `$...$`) a comma between digits separates items, as
+# Math-Verify reads it (`\boxed{1,2}` is the pair 1, 2); only plain text has decimal commas (`1,22` is 1.22).
+LATEX_COMMAS = [
+    (r"\boxed{2,1}", r"\boxed{1,2}", 1.0),  # the same set, listed in another order
+    (r"\boxed{-2,1}", r"The roots are $\boxed{1,-2}$.", 1.0),
+    ("1.2", r"\boxed{1,2}", 0.0),  # 1.2 is not the pair 1, 2
+    (r"\boxed{1.2}", r"\boxed{1,2}", 0.0),
+    (r"\boxed{\frac{6}{5}}", "$1,2$", 0.0),
+    ("The answer is 3.5", r"$x = \boxed{3,5}$", 0.0),
+    (r"\boxed{1,2}", "1.2", 0.0),
+    ("$1,2$", "1.2", 0.0),
+    ("The answer is $12,34$.", "12.34", 0.0),
+    ("Answer: 1,2", "1.2", 1.0),  # plain text: a decimal comma
+    ("1000,99", "1000.99", 1.0),
+    (r"\boxed{1,234}", "1234", 1.0),  # a thousands separator groups by 3, in LaTeX too
+]
+
+
+@pytest.mark.parametrize("completion, gold, expected", LATEX_COMMAS)
+def test_commas_in_latex_separate_items(completion, gold, expected):
+    assert reward([completion], [gold]) == [expected]

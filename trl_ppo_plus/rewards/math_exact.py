@@ -13,7 +13,7 @@ import math
 import re
 from fractions import Fraction
 
-from .math_extract import strip_math_delimiters
+from .math_extract import DECIMAL_COMMA_RE, strip_math_delimiters
 
 
 # Numbers: thousands separators must group by 3 (so "1,2" is a pair, not 12); the exponent is bounded so the fast
@@ -27,7 +27,6 @@ _DECIMAL_RE = re.compile(
 _FRAC_RE = re.compile(rf"(?P<sign>[+-]?)\s*\\[dtc]?frac\s*(?:\{{\s*(?P<a>{_SIGNED})\s*\}}|(?P<a1>\d))\s*"
                       rf"(?:\{{\s*(?P<b>{_SIGNED})\s*\}}|(?P<b1>\d))")  # fmt: skip
 _SLASH_RE = re.compile(rf"(?P<a>{_SIGNED})\s*/\s*(?P<b>{_SIGNED})")
-_DECIMAL_COMMA_RE = re.compile(r"[+-]?(?:0,\d+|\d+,(?:\d{1,2}|\d{4,}))")  # `1,22`, `0,111`: never thousands
 _THOUSANDS_RE = re.compile(r"\s*(?:\{,\}|,\\!)\s*")  # `1{,}234`, `11,\! 111`: a thousands separator
 _INT_RE = re.compile(r"-?\d{1,30}")
 _MAX_EXPONENT = 1_000
@@ -100,7 +99,7 @@ def _parse_number(answer: str) -> tuple[Fraction, bool] | None:
     t = _PERCENT_RE.sub("", t).strip()
     t = _CURRENCY_RE.sub("", _ASSIGN_RE.sub("", t)).strip()
     t = _CURRENCY_RE.sub("", t).strip()  # "-$5" is rare, "$-5" and "x = $5" are not
-    if _DECIMAL_COMMA_RE.fullmatch(t):  # a decimal comma, as written in much of Europe
+    if DECIMAL_COMMA_RE.fullmatch(t):  # a decimal comma, as written in much of Europe
         t = t.replace(",", ".")
     value = _parse_plain(t)
     if value is None:

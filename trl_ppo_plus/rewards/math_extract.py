@@ -47,6 +47,7 @@ _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
 _COPULA_RE = re.compile(r"\b(?:is|are|was|equals|be)\b|=", re.IGNORECASE)
 _NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?!\d)|\d+)(?:\.\d+|,\d{1,2}(?!\d))?(?:/\d+)?|-?\.\d+"
 _LAST_NUMBER_RE = re.compile(_NUMBER)
+DECIMAL_COMMA_RE = re.compile(r"[+-]?(?:0,\d+|\d+,(?:\d{1,2}|\d{4,}))")  # `1,22`, `0,111`: never thousands
 _PLAIN_NUMBER_TAIL_RE = re.compile(r"[ \t*]*:?[ \t*]*(-?\d+(?:\.\d+)?)[ \t]*\.?[ \t]*(?:\n|$)")
 _SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)|[。！？；，]|,\s+(?=[A-Za-z]{2})|\n")
 _LAST_NUMBER_TAIL = 2_000  # chars searched first for the last number; the whole text only if the tail has none
@@ -54,6 +55,12 @@ _MARKER_TAIL = 1_000  # chars searched first for the last answer marker
 _SPAN_TAIL = 4_000  # chars searched for a closing math span
 _MAX_BARE = 300  # longest text read whole as a bare answer
 _MAX_JOINED_BOXES = 16  # `\boxed{1} \boxed{2}` read together, up to this many
+
+
+def _latex_commas(answer: str) -> str:
+    """In LaTeX a comma between digits separates items (`\\boxed{1,2}` is the pair 1, 2, as Math-Verify reads it);
+    only plain text has decimal commas (`1,22`). `1,2` -> `1, 2`, so that `parse_number` never reads it as 1.2."""
+    return answer.replace(",", ", ") if DECIMAL_COMMA_RE.fullmatch(answer) else answer
 
 
 def _match_braces(text: str, start: int, limit: int) -> dict[int, int]:
@@ -108,11 +115,11 @@ def _last_boxes(text: str) -> tuple[int, str] | None:
     if not boxes:
         return None
     start, end, content = boxes[-1]
-    group = [_unwrap(content)]
+    group = [_latex_commas(_unwrap(content))]
     for prev_start, prev_end, prev_content in reversed(boxes[-_MAX_JOINED_BOXES:-1]):
         if _BOX_JOINER_RE.fullmatch(text, prev_end, start) is None:
             break
-        group.append(_unwrap(prev_content))
+        group.append(_latex_commas(_unwrap(prev_content)))
         start = prev_start
     group = [part for part in reversed(group) if part]
     return (start, ", ".join(group)) if group else None
@@ -146,7 +153,7 @@ def _first_span(tail: str) -> str | None:
             while close > 0 and right == "$" and tail[close - 1] == "\\":
                 close = tail.find(right, close + 1)
             if close > 0 and not (left in ("$", "\\(") and "\n" in tail[:close]):
-                return tail[len(left) : close].strip()
+                return _latex_commas(tail[len(left) : close].strip())
     return None
 
 
@@ -227,6 +234,8 @@ def _bare_answer(text: str) -> str | None:
     if not text or len(text) > _MAX_BARE or "\n\n" in text:
         return None
     answer = strip_math_delimiters(text)
+    if text.startswith(("$", "\\(", "\\[")) and text.rstrip(" .").endswith(("$", "\\)", "\\]")):
+        answer = _latex_commas(answer)  # `$1,2$` is a pair, `1,22` a decimal
     if answer.count("$") % 2 == 0 and "\\$" not in answer:
         answer = " ".join(answer.replace("$", " ").split())  # `$28$ %`, `$28$ percent`
     if not answer or is_prose(answer) or _BOX_RE.search(answer):  # a box left open (truncated) is no answer
@@ -253,7 +262,7 @@ def _closing_span(text: str) -> str | None:
         or content.endswith(("=", "+", "-", "\\times", "\\cdot"))
     ):
         return None
-    return content
+    return _latex_commas(content)
 
 
 def extract_answer(text: str, strict: bool = True) -> str | None:
