@@ -283,3 +283,18 @@ LATEX_COMMAS = [
 @pytest.mark.parametrize("completion, gold, expected", LATEX_COMMAS)
 def test_commas_in_latex_separate_items(completion, gold, expected):
     assert reward([completion], [gold]) == [expected]
+
+
+# (text, expected): a marker in markdown bold with the colon after the bold, `**Answer**: 18`, as chat models write it.
+BOLD_MARKERS = [
+    ("9 + 9 = 18\n\n**Answer**: 18", "18"),
+    ("9 + 9 = 18\n\n**Final Answer**: $18$", "18"),
+    ("**Answer** $\\frac{1}{2}$", r"\frac{1}{2}"),
+    ("__Answer__: 18", "18"),
+]
+
+
+@pytest.mark.parametrize("text, expected", BOLD_MARKERS)
+def test_markers_in_markdown_bold(text, expected):
+    assert extract_answer(text) == expected
+    assert math_accuracy_reward([text], [f"#### {expected}" if expected.isdigit() else f"${expected}$"]) == [1.0]
