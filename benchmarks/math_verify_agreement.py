@@ -12,8 +12,9 @@ Their code never enters this repository. Each case is scored twice, on the same 
 It prints both agreements (target >= 90%), and the one of `make_math_reward(strict=False)`, and every
 disagreement with the extracted answers. `--extra` scores their tables of real model outputs instead
 (`test_numina_cases.py`, `test_open_thoughts.py`), for information. Some tables of theirs
-pass a rounding `precision` or `allow_set_relation_comp`; we score those with our defaults (exact numbers), and the
-disagreements they cause are listed like the others.
+pass a rounding `precision`: those cases are scored with `rel_tol=10**-precision` (the default reward otherwise), and
+the agreement with exact numbers on every case (the default reward as it ships) is printed too. Cases that pass
+`allow_set_relation_comp` are scored with our defaults; the disagreements they cause are listed like the others.
 """
 
 import argparse
@@ -98,12 +99,16 @@ def main():
         for c, tol in zip(cases, tolerances)
     ]
     by_reward = [r == float(c["expected"]) for r, c in zip(rewards, cases, strict=True)]
+    exact = [math_accuracy_reward([c["pred"]], [c["gold"]])[0] == float(c["expected"]) for c in cases]
     lenient = make_math_reward(strict=False)([c["pred"] for c in cases], [c["gold"] for c in cases])
     by_lenient = [r == float(c["expected"]) for r, c in zip(lenient, cases, strict=True)]
     n = len(cases)
     print(f"Math-Verify cases: {n} from {', '.join(files)} at {args.path}")
     print(f"agreement through verify_answer:        {sum(by_verify)}/{n} = {sum(by_verify) / n:.1%}  (target >= 90%)")
     print(f"agreement through math_accuracy_reward: {sum(by_reward)}/{n} = {sum(by_reward) / n:.1%}  (target >= 90%)")
+    print(
+        f"  the same, exact numbers on every case:  {sum(exact)}/{n} = {sum(exact) / n:.1%}  (their precision ignored)"
+    )
     print(f"agreement through strict=False:         {sum(by_lenient)}/{n} = {sum(by_lenient) / n:.1%}")
     for i, case in enumerate(cases):
         if args.verbose or not (by_verify[i] and by_reward[i]):
