@@ -298,3 +298,18 @@ BOLD_MARKERS = [
 def test_markers_in_markdown_bold(text, expected):
     assert extract_answer(text) == expected
     assert math_accuracy_reward([text], [f"#### {expected}" if expected.isdigit() else f"${expected}$"]) == [1.0]
+
+
+# (completion, gold): a currency sign after the number, as written in much of Europe.
+CURRENCY_SUFFIXES = [
+    ("La réponse est 2,74 €.", "2.74"),
+    ("Réponse : 1 234,50 €", "1234.5"),
+    ("Answer: 1,000.99€", "1000.99"),
+    ("Answer: 12 £", "12"),
+    ("$5$", "5"),
+]
+
+
+@pytest.mark.parametrize("completion, gold", CURRENCY_SUFFIXES)
+def test_currency_after_the_number(completion, gold):
+    assert reward([completion, completion], [gold, f"{gold}1"]) == [1.0, 0.0]

@@ -36,6 +36,7 @@ _TEXT_CMD_RE = re.compile(r"\\(?:text|mbox|mathrm|textbf|operatorname)\s*\{[^{}]
 _DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree")
 _PERCENT_RE = re.compile(r"(?:\\?%|\s+percent)$", re.IGNORECASE)
 _CURRENCY_RE = re.compile(r"^(?:\\\$|\$|US\$|USD|€|£|¥|₹|Rs\.?)\s*")
+_CURRENCY_SUFFIX_RE = re.compile(r"\s*(?:\\\$|\$|€|£|¥|₹)$")  # `2,74 €`, `1,000.99€`, as written in Europe
 _ASSIGN_RE = re.compile(r"^(?:[A-Za-z](?:_\{?\w+\}?)?\s*)?(?:=|\\approx|≈)\s*")
 _UNIT_TAIL_RE = re.compile(r"^(?P<num>.*?[\d}.])\s*(?P<unit>[A-Za-z][A-Za-z.\s/]*)$")
 _NOT_UNITS = {"pi", "e", "i", "sqrt", "x", "times", "cdot", "frac", "e-", "e+"}
@@ -75,10 +76,11 @@ def _parse_plain(t: str) -> Fraction | None:
 def parse_number(answer: str | None) -> tuple[Fraction, bool] | None:
     """Parse an extracted answer as an exact number: (value, is_percent), or None if it is not a plain number.
 
-    Accepts thousands separators (`1,234`, `1{,}234`), currency (`$`, `\\$`, `USD`, `€`), trailing units (`5 cm`,
-    `5\\text{ apples}`, `30^\\circ`), percentages, `x = 5`, negatives (also `−`), decimals, scientific notation
-    (`1.5e3`, `1.5 \\times 10^{3}`) and fractions (`3/4`, `\\frac{3}{4}`, `\\dfrac34`). Anything else (radicals,
-    powers, sets, expressions) returns None and goes to the symbolic path.
+    Accepts thousands separators (`1,234`, `1{,}234`), decimal commas (`2,74`, `1 234,50`), currency before or after
+    the number (`$5`, `\\$5`, `USD 5`, `2,74 €`), trailing units (`5 cm`, `5\\text{ apples}`, `30^\\circ`),
+    percentages, `x = 5`, negatives (also `−`), decimals, scientific notation (`1.5e3`, `1.5 \\times 10^{3}`) and
+    fractions (`3/4`, `\\frac{3}{4}`, `\\dfrac34`). Anything else (radicals, powers, sets, expressions) returns None
+    and goes to the symbolic path.
     """
     if answer is None or len(answer) > _MAX_NUMBER_CHARS:
         return None
@@ -99,6 +101,7 @@ def _parse_number(answer: str) -> tuple[Fraction, bool] | None:
     t = _PERCENT_RE.sub("", t).strip()
     t = _CURRENCY_RE.sub("", _ASSIGN_RE.sub("", t)).strip()
     t = _CURRENCY_RE.sub("", t).strip()  # "-$5" is rare, "$-5" and "x = $5" are not
+    t = _CURRENCY_SUFFIX_RE.sub("", t)
     if DECIMAL_COMMA_RE.fullmatch(t):  # a decimal comma, as written in much of Europe
         t = t.replace(",", ".")
     value = _parse_plain(t)

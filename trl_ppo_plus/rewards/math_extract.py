@@ -48,7 +48,8 @@ _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")
 _COPULA_RE = re.compile(r"\b(?:is|are|was|equals|be)\b|=", re.IGNORECASE)
 _NUMBER = r"-?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?!\d)|\d+)(?:\.\d+|,\d{1,2}(?!\d))?(?:/\d+)?|-?\.\d+"
 _LAST_NUMBER_RE = re.compile(_NUMBER)
-DECIMAL_COMMA_RE = re.compile(r"[+-]?(?:0,\d+|\d+,(?:\d{1,2}|\d{4,}))")  # `1,22`, `0,111`: never thousands
+# `1,22`, `0,111`, `1 234,50`: a decimal comma, never a thousands separator (those group by 3)
+DECIMAL_COMMA_RE = re.compile(r"[+-]?(?:0,\d+|\d+,(?:\d{1,2}|\d{4,})|\d{1,3}(?:[ \u00a0\u202f]\d{3})+,\d{1,2})")
 _PLAIN_NUMBER_TAIL_RE = re.compile(r"[ \t*]*:?[ \t*]*(-?\d+(?:\.\d+)?)[ \t]*\.?[ \t]*(?:\n|$)")
 _SENTENCE_END_RE = re.compile(r"[.!?](?=\s|$)|[。！？；，]|,\s+(?=[A-Za-z]{2})|\n")
 _LAST_NUMBER_TAIL = 2_000  # chars searched first for the last number; the whole text only if the tail has none
