@@ -313,3 +313,23 @@ CURRENCY_SUFFIXES = [
 @pytest.mark.parametrize("completion, gold", CURRENCY_SUFFIXES)
 def test_currency_after_the_number(completion, gold):
     assert reward([completion, completion], [gold, f"{gold}1"]) == [1.0, 0.0]
+
+
+# (completion, gold, expected): two letters after a number are a unit only when they name one (`5 cm`, `3 kg`);
+# `2xy` is an algebraic answer, not 2 (math-verify decides it).
+TWO_LETTER_TAILS = [
+    (r"\boxed{2xy}", "2", 0.0),
+    (r"\boxed{4mn}", "4", 0.0),
+    (r"\boxed{2 xy}", "2", 0.0),
+    (r"\boxed{5 cm}", "5", 1.0),
+    (r"\boxed{5cm}", "5", 1.0),
+    ("Answer: 3 kg", "3", 1.0),
+    ("Answer: 12 ft", "12", 1.0),
+    ("Answer: 18 km/h", "18", 1.0),
+    ("Answer: 7 apples", "7", 1.0),
+]
+
+
+@pytest.mark.parametrize("completion, gold, expected", TWO_LETTER_TAILS)
+def test_two_letters_after_a_number_are_a_unit_only_when_named(completion, gold, expected):
+    assert reward([completion], [gold]) == [expected]

@@ -40,6 +40,9 @@ _CURRENCY_SUFFIX_RE = re.compile(r"\s*(?:\\\$|\$|€|£|¥|₹)$")  # `2,74 €`
 _ASSIGN_RE = re.compile(r"^(?:[A-Za-z](?:_\{?\w+\}?)?\s*)?(?:=|\\approx|≈)\s*")
 _UNIT_TAIL_RE = re.compile(r"^(?P<num>.*?[\d}.])\s*(?P<unit>[A-Za-z][A-Za-z.\s/]*)$")
 _NOT_UNITS = {"pi", "e", "i", "sqrt", "x", "times", "cdot", "frac", "e-", "e+"}
+# Two letters after a number are a unit only when they name one: `5 cm` is 5, `2xy` is an algebraic answer.
+_TWO_LETTER_UNITS = {"cm", "mm", "km", "dm", "nm", "kg", "mg", "ml", "cl", "dl", "ha", "ft", "in", "yd", "mi", "oz"}
+_TWO_LETTER_UNITS |= {"lb", "hr", "ms", "kw", "kb", "mb", "gb", "tb", "hz", "pa"}
 
 
 def _to_fraction(sign: str, mantissa: str, exponent: int = 0) -> Fraction | None:
@@ -108,7 +111,7 @@ def _parse_number(answer: str) -> tuple[Fraction, bool] | None:
     if value is None:
         m = _UNIT_TAIL_RE.match(t)
         words = m.group("unit").lower().replace(".", " ").split() if m else []
-        if m and words and all(len(w) >= 2 and w not in _NOT_UNITS for w in words):
+        if m and words and all(len(w) > 2 and w not in _NOT_UNITS or w in _TWO_LETTER_UNITS for w in words):
             num = m.group("num").strip()
             is_percent = is_percent or bool(_PERCENT_RE.search(num))
             value = _parse_plain(_CURRENCY_RE.sub("", _PERCENT_RE.sub("", num).strip()))
