@@ -333,3 +333,19 @@ TWO_LETTER_TAILS = [
 @pytest.mark.parametrize("completion, gold, expected", TWO_LETTER_TAILS)
 def test_two_letters_after_a_number_are_a_unit_only_when_named(completion, gold, expected):
     assert reward([completion], [gold]) == [expected]
+
+
+# (completion, gold, expected): math spans listed side by side at the close are one answer, as boxes are, so a
+# completion that hedges over several values is not rewarded for the last one.
+LISTED_SPANS = [
+    ("The answer could be $1$, $2$, $3$, or $72$.", "#### 72", 0.0),
+    ("It is one of $70$, $71$ and $72$.", "#### 72", 0.0),
+    ("So the roots are $1$ and $-2$.", r"\boxed{1,-2}", 1.0),
+    ("So the root is $72$.", "#### 72", 1.0),
+    ("We have $x = 3$. So the answer must be $72$.", "#### 72", 1.0),  # another sentence: not listed
+]
+
+
+@pytest.mark.parametrize("completion, gold, expected", LISTED_SPANS)
+def test_closing_spans_listed_together_are_one_answer(completion, gold, expected):
+    assert reward([completion], [gold]) == [expected]

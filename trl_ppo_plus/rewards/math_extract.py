@@ -249,11 +249,14 @@ def _bare_answer(text: str) -> str | None:
 
 
 def _closing_span(text: str) -> str | None:
-    """The last math span of the text when it sits in the final sentence and holds math, not currency prose."""
+    """The last math span of the text when it sits in the final sentence and holds math, not currency prose; joined
+    with the spans just before it that only commas, "and" or "or" separate (`$1$, $2$ or $3$` -> `1, 2, 3`), as boxes
+    are, so that a list of candidates is one answer."""
     tail = _strip_special_tokens(text[-_SPAN_TAIL:])
-    last = _last_marker(tail, _MATH_SPAN_RE)
-    if last is None:
+    spans = list(_MATH_SPAN_RE.finditer(tail))
+    if not spans:
         return None
+    last = spans[-1]
     after = tail[last.end() :].strip()
     if len(after) > 100 or re.search(r"[.!?。](?:\s|$)+\S|\d", after) or "\n\n" in after:
         return None  # more sentences or numbers follow: the span is a step, not the result
@@ -264,7 +267,13 @@ def _closing_span(text: str) -> str | None:
         or content.endswith(("=", "+", "-", "\\times", "\\cdot"))
     ):
         return None
-    return _latex_commas(content)
+    group, start = [_latex_commas(content)], last.start()
+    for prev in reversed(spans[-_MAX_JOINED_BOXES:-1]):
+        if _BOX_JOINER_RE.fullmatch(tail, prev.end(), start) is None:
+            break
+        group.append(_latex_commas(next(g for g in prev.groups() if g is not None).strip()))
+        start = prev.start()
+    return ", ".join(part for part in reversed(group) if part)
 
 
 def extract_answer(text: str, strict: bool = True) -> str | None:
