@@ -349,3 +349,11 @@ LISTED_SPANS = [
 @pytest.mark.parametrize("completion, gold, expected", LISTED_SPANS)
 def test_closing_spans_listed_together_are_one_answer(completion, gold, expected):
     assert reward([completion], [gold]) == [expected]
+
+
+def test_unclosed_math_spans_cost_linear_time():
+    """Each unclosed `\\[` / `\\(` / `$$` once scanned the rest of the 4,000-char tail (90 ms per completion)."""
+    batch = ["\\[ " * 1_400, "\\( " * 1_400, "$$ \\[ " * 700] * 86
+    start = time.monotonic()
+    assert [extract_answer(text) for text in batch] == [None] * len(batch)
+    assert time.monotonic() - start < 5.0  # 258 completions; quadratic scanning took about 20 s

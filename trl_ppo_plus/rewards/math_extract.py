@@ -40,7 +40,10 @@ _FINAL_ANSWER_RE = re.compile(r"final\s+answer\s*(?:is|:)", re.IGNORECASE)
 _BOX_JOINER_RE = re.compile(
     r"(?:\s|,|;|\$|\\[,;:! ]|\\q?quad|\\\[|\\\]|\\\(|\\\)|\band\b|\bor\b|\\text\{\s*(?:and|or|,)?\s*\})*"
 )
-_MATH_SPAN_RE = re.compile(r"\$\$(.+?)\$\$|\\\[(.+?)\\\]|\\\((.+?)\\\)|\$([^$]+?)\$", re.DOTALL)
+# A span never holds its own opener, so an unclosed `\[` is scanned only up to the next one (linear, not quadratic).
+_MATH_SPAN_RE = re.compile(
+    r"\$\$((?:(?!\$\$).)+?)\$\$|\\\[((?:(?!\\\[).)+?)\\\]|\\\(((?:(?!\\\().)+?)\\\)|\$([^$]+?)\$", re.DOTALL
+)
 _SPECIAL_TOKEN_RE = re.compile(r"(?:<\|[^|>]{1,40}\|>|</s>|<eos>)\w*$")  # a `<|im_start|>user` left at the end
 _TEXT_CMD_RE = re.compile(r"\\(?:text|mbox|textbf|mathrm|operatorname|begin|end)\s*\{[^{}]*\}")
 _PROSE_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{3,}\s+[A-Za-z]{2,}(?![A-Za-z(])")  # two words in a row
