@@ -9,13 +9,17 @@ Extraction order (`extract_answer`); the first rule that finds an answer wins:
        boxes separated only by "and", commas or spacing, `\\boxed{-2} \\quad \\boxed{1}`, are read together as
        `-2, 1`), unless a "final answer is" statement comes after it (Minerva's `Final Answer: The final answer is`);
     3. the last `#### N` (GSM8K);
-    4. the last answer marker: "the (final) answer is", `answer:` / `answer =`, `Answer $9$`, `A: 18` at the start
-       of a line (GSM8K model solutions), and "la réponse est", "答案是", "la respuesta es", "die Antwort ist";
+    4. the last answer marker: "the (final) answer is", `answer:` / `**Answer**:` / `answer =`, `Answer $9$`,
+       `A: 18` at the start of a line (GSM8K model solutions), and "la réponse est", "答案是", "la respuesta es",
+       "die Antwort ist";
        a marker followed by a sentence ("The largest $n$ is 34") gives what follows its last "is" / "=";
     5. a bare answer: the whole text is one number or one LaTeX expression, optionally in `$...$`;
     6. a closing math span: the last `$...$` / `\\[...\\]` / `\\(...\\)` of the text, in its final sentence
-       ("Therefore $x \\geq 5$ is the solution."), as Math-Verify reads free-form answers;
+       ("Therefore $x \\geq 5$ is the solution."), as Math-Verify reads free-form answers; spans listed side by
+       side (`$1$, $2$ or $3$`) are read together, as boxes are;
     7. only when `strict=False`: the last number in the text (`1 234,5` and `2,74` read as one number each).
+Inside LaTeX (a box, a math span) a comma between digits separates items (`\\boxed{1,2}` is the pair 1, 2, as
+Math-Verify reads it); only plain text has decimal commas (`Answer: 2,74`).
 Rules 1-6 are "an explicit answer" (strict mode); rule 7 also rewards a number that merely comes last. Boxes and
 `####` outrank an earlier or later "the answer is", as in open-instruct (boxed first) and veRL's GSM8K parser.
 """
