@@ -357,3 +357,19 @@ def test_unclosed_math_spans_cost_linear_time():
     start = time.monotonic()
     assert [extract_answer(text) for text in batch] == [None] * len(batch)
     assert time.monotonic() - start < 5.0  # 258 completions; quadratic scanning took about 20 s
+
+
+# (completion, gold, expected): a named unit may be squared or cubed (`18 cm^2`, `18 cm²`); letters that name no
+# unit stay algebra (`3ab^2` is not 3).
+SQUARED_UNITS = [
+    ("Answer: 18 cm^2", "18", 1.0),
+    ("Answer: 18 cm^{3}", "18", 1.0),
+    ("The area is 18 cm². Answer: 18 cm²", "18", 1.0),
+    (r"\boxed{3 ab^2}", "3", 0.0),
+    (r"\boxed{2xy^2}", "2", 0.0),
+]
+
+
+@pytest.mark.parametrize("completion, gold, expected", SQUARED_UNITS)
+def test_squared_and_cubed_units(completion, gold, expected):
+    assert reward([completion], [gold]) == [expected]

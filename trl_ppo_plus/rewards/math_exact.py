@@ -38,7 +38,9 @@ _PERCENT_RE = re.compile(r"(?:\\?%|\s+percent)$", re.IGNORECASE)
 _CURRENCY_RE = re.compile(r"^(?:\\\$|\$|US\$|USD|€|£|¥|₹|Rs\.?)\s*")
 _CURRENCY_SUFFIX_RE = re.compile(r"\s*(?:\\\$|\$|€|£|¥|₹)$")  # `2,74 €`, `1,000.99€`, as written in Europe
 _ASSIGN_RE = re.compile(r"^(?:[A-Za-z](?:_\{?\w+\}?)?\s*)?(?:=|\\approx|≈)\s*")
-_UNIT_TAIL_RE = re.compile(r"^(?P<num>.*?[\d}.])\s*(?P<unit>[A-Za-z][A-Za-z.\s/]*)$")
+_UNIT_TAIL_RE = re.compile(  # `5 apples`, `18 km/h`, and a unit squared or cubed: `18 cm^2`, `18 cm²`
+    r"^(?P<num>.*?[\d}.])\s*(?P<unit>[A-Za-z][A-Za-z.\s/]*)(?:\^\s*\{?\s*[23]\s*\}?|[²³])?$"
+)
 _NOT_UNITS = {"pi", "e", "i", "sqrt", "x", "times", "cdot", "frac", "e-", "e+"}
 # Two letters after a number are a unit only when they name one: `5 cm` is 5, `2xy` is an algebraic answer.
 _TWO_LETTER_UNITS = {"cm", "mm", "km", "dm", "nm", "kg", "mg", "ml", "cl", "dl", "ha", "ft", "in", "yd", "mi", "oz"}
