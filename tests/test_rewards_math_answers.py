@@ -44,7 +44,7 @@ MARKERS = [
     ("<answer>I think it is five</answer> The answer is 5", None),  # the block decides, and holds no answer
     ("<answer>\n\n5\n</answer>", "5"),
     ("Final Answer: The largest $n$ is 34.", "34"),  # a sentence after the marker: what follows its "is"
-    ("Final Answer: Jane started growing Sphere 3 hours ago. I hope it is correct.", "3"),
+    ("Final Answer: Tom reached the lake 3 hours later. I hope it is right.", "3"),
     (r"so $\boxed{255}$ in May. Final Answer: The final answer is $10,455$. I hope", "10,455"),
     (r"\boxed{-2} \quad \text{and} \quad \boxed{1}", "-2, 1"),  # boxes side by side are one answer
     (r"$\boxed{1}\boxed{2}$", "1, 2"),
@@ -70,9 +70,9 @@ BARE = [
     ("\\frac{10}{9}", r"\frac{10}{9}"),
     ("$28$ %", "28 %"),
     ("28 percent", "28 percent"),
-    ("1,000.99m²", "1,000.99m²"),
+    ("2,000.49m²", "2,000.49m²"),
     ("${1,3}$", "{1,3}"),
-    ("$x = 5+5+1 = 7 =11$", "x = 5+5+1 = 7 =11"),
+    ("$y = 2+2+3 = 5 =9$", "y = 2+2+3 = 5 =9"),
     ("$004$", "004"),
     ("  72  ", "72"),
     ("$(7, 6)$. <|im_end|>", "(7, 6)"),
@@ -82,7 +82,7 @@ BARE = [
     ("I don't know.", None),
     ("no idea", None),
     ("I got 3 then 7", None),
-    ("Soucis : 2,74 $ a..", None),  # a word before the number: prose
+    ("Prix : 3,15 $ env..", None),  # a word before the number: prose
     (r"\boxed{12", None),  # a box that never closed (truncated output)
     ("", None),
 ]
@@ -184,9 +184,9 @@ def test_gsm8k_answers_never_reach_sympy():
 # (text, expected with strict=False): the last-number fallback reads numbers as written outside English
 LENIENT = [
     ("Le total fait 2,74 € au final", "2,74"),
-    ("Soucis : 2,74 $ a..", "2,74"),
+    ("Prix : 3,15 $ env..", "3,15"),
     ("Elle a 1 234 pommes", "1 234"),
-    ("the number is not 10 which is 1,000.99€", "1,000.99"),
+    ("the sum is not 20 but 2,000.49€", "2,000.49"),
     ("La réponse est 18. Vérification : 18 + 2 = 20.", "18"),  # a marker outranks the last number
     ("她一共有18个苹果。答案是18。检查：18+2=20", "18"),
     ("I got 3 then 7", "7"),
@@ -304,7 +304,7 @@ def test_markers_in_markdown_bold(text, expected):
 CURRENCY_SUFFIXES = [
     ("La réponse est 2,74 €.", "2.74"),
     ("Réponse : 1 234,50 €", "1234.5"),
-    ("Answer: 1,000.99€", "1000.99"),
+    ("Answer: 2,000.49€", "2000.49"),
     ("Answer: 12 £", "12"),
     ("$5$", "5"),
 ]
