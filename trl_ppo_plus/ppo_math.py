@@ -17,6 +17,10 @@ from torch import Tensor
 
 
 __all__ = [
+    "aggregate_loss",
+    "dual_clip_loss",
+    "explained_variance",
+    "length_adaptive_lam",
     "entropy_from_logits",
     "gae_advantages",
     "kl_estimate",
@@ -201,7 +205,9 @@ def per_token_rewards(scores: Tensor, kl: Tensor, mask: Tensor, kl_coef: float |
     return rewards, non_score_reward
 
 
-def gae_advantages(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float) -> tuple[Tensor, Tensor]:
+def gae_advantages(
+    rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, lam: float | Tensor
+) -> tuple[Tensor, Tensor]:
     """Generalised advantage estimation over the agent's tokens (Schulman et al. 2016, arXiv:1506.02438).
 
         delta_t = r_t + gamma * V_next - V_t
@@ -218,7 +224,8 @@ def gae_advantages(rewards: Tensor, values: Tensor, mask: Tensor, gamma: float, 
         values: `(B, T)` critic values V_t, detached.
         mask: `(B, T)` completion mask; may have interior gaps.
         gamma: discount, usually 1.0 for language models.
-        lam: GAE lambda, trades bias (low) for variance (high); usually 0.95.
+        lam: GAE lambda, trades bias (low) for variance (high); usually 0.95. A `(B,)` tensor gives each row its own
+            λ (`length_adaptive_lam`).
 
     Returns:
         `(advantages, returns)`, both `(B, T)` and 0 at masked positions.
@@ -249,6 +256,8 @@ def policy_loss(
     *,
     cliprange_low: float | None = None,
     cliprange_high: float | None = None,
+    dual_clip: float | None = None,
+    loss_aggregation: str = "token-mean",
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO clipped surrogate loss (Schulman et al. 2017, arXiv:1707.06347), averaged over valid tokens.
 
@@ -261,6 +270,8 @@ def policy_loss(
             0.1 to 0.3.
         cliprange_low, cliprange_high: asymmetric clip `[1 - low, 1 + high]`, as DAPO's "clip-higher"
             (Yu et al. 2025, arXiv:2503.14476); each defaults to `cliprange`.
+        dual_clip: c > 1 bounds the loss of negative-advantage tokens by `-c * A` (see `dual_clip_loss`); None: off.
+        loss_aggregation: how token losses become one scalar, see `aggregate_loss`; `"token-mean"` is the masked mean.
 
     Returns:
         `(loss, info)`: a scalar loss, and detached 0-dim tensors `clipfrac` (fraction of valid tokens where the
@@ -276,7 +287,10 @@ def policy_loss(
     clipped_surrogate = ratio.clamp(1.0 - low, 1.0 + high) * advantages  # clip(r, 1-eps, 1+eps) * A
     # PPO-Clip takes the smaller (pessimistic) of the two objectives per token: arXiv:1707.06347 Eq. 7
     objective = torch.minimum(surrogate, clipped_surrogate)
-    loss = -masked_mean(objective, mask)  # maximise the objective = minimise its negative
+    per_token_loss = -objective  # maximise the objective = minimise its negative
+    if dual_clip is not None:
+        per_token_loss = dual_clip_loss(per_token_loss, advantages, dual_clip)
+    loss = aggregate_loss(per_token_loss, mask, loss_aggregation)
     with torch.no_grad():
         info = {
             "clipfrac": masked_mean((clipped_surrogate < surrogate).to(ratio.dtype), mask),  # the clip is binding
@@ -355,3 +369,75 @@ def _entropy(logits: Tensor) -> Tensor:
     p = logp.exp()
     logp = torch.where(p > 0, logp, torch.zeros((), dtype=logp.dtype, device=logp.device))  # 0 * log 0 := 0
     return -(p * logp).sum(dim=-1)
+
+
+LOSS_AGGREGATIONS = ("token-mean", "seq-mean-token-sum", "seq-mean-token-mean")
+
+
+def aggregate_loss(per_token_loss: Tensor, mask: Tensor, mode: str = "token-mean") -> Tensor:
+    """Reduce a `(B, T)` per-token loss to a scalar (the `loss_agg_mode`s of veRL; Liu et al. 2025 "Dr. GRPO",
+    arXiv:2503.20783; Yu et al. 2025 "DAPO", arXiv:2503.14476).
+
+    - `"token-mean"`: sum over all valid tokens / number of valid tokens: every token weighs the same, so long
+      completions weigh more (DAPO's token-level loss).
+    - `"seq-mean-token-mean"`: the mean over rows of each row's token mean: every completion weighs the same, so a
+      token of a long completion weighs less (the original GRPO).
+    - `"seq-mean-token-sum"`: the mean over rows of each row's token sum: no division by the length (Dr. GRPO's
+      remedy for the length bias; the scale grows with the completion length).
+
+    Rows with no valid token are left out of the row mean. An empty mask gives 0.
+    """
+    loss = _zero_padding(per_token_loss, mask)
+    if mode == "token-mean":
+        return masked_mean(loss, mask)
+    has_token = mask.bool().any(dim=1)  # (B,)
+    if mode == "seq-mean-token-mean":
+        per_row = masked_mean(loss, mask, dim=1)  # (B,)
+    elif mode == "seq-mean-token-sum":
+        per_row = loss.sum(dim=1)  # (B,)
+    else:
+        raise ValueError(f"Unknown loss aggregation {mode!r}; expected one of {', '.join(LOSS_AGGREGATIONS)}.")
+    return masked_mean(per_row, has_token)
+
+
+def dual_clip_loss(pg_loss: Tensor, advantages: Tensor, dual_clip: float) -> Tensor:
+    """Dual-clip PPO (Ye et al. 2020, arXiv:1912.09729, Eq. 5): where A < 0, cap the clipped loss at `-c * A`.
+
+    With A < 0 the clipped objective min(r·A, clip(r)·A) is unbounded below as the ratio r grows, so one stale,
+    very unlikely token can dominate a batch; the second clip bounds it: max(min(r·A, clip(r)·A), c·A). In loss
+    terms (the negated objective) that is min(pg_loss, -c·A) on negative advantages. `c` must be > 1 (usually 3).
+
+    Args:
+        pg_loss: `(B, T)` per-token clipped loss, max(-A·r, -A·clip(r)).
+        advantages: `(B, T)` advantages.
+        dual_clip: c > 1.
+    """
+    bounded = torch.min(pg_loss, -dual_clip * advantages)  # dual clip: arXiv:1912.09729 Eq. 5
+    return torch.where(advantages < 0, bounded, pg_loss)
+
+
+def explained_variance(values: Tensor, returns: Tensor, mask: Tensor) -> Tensor:
+    """1 − Var[R − V] / Var[R] over the valid tokens: 1 is a perfect critic, 0 no better than a constant, < 0 worse.
+
+    The critic's health check of OpenAI Baselines, CleanRL and veRL (`critic/vf_explained_var`). NaN when the returns
+    do not vary (nothing to explain). Population variances (the ratio does not depend on the correction).
+    """
+    var_returns = _masked_var(returns, mask, unbiased=False)
+    var_residual = _masked_var(returns - values, mask, unbiased=False)
+    return torch.where(var_returns > 0, 1 - var_residual / var_returns, torch.full_like(var_returns, float("nan")))
+
+
+def length_adaptive_lam(mask: Tensor, alpha: float) -> Tensor:
+    """VAPO's length-adaptive GAE λ for the policy, per row: λ = 1 − 1/(α·l), l the completion length, in [0, 1].
+
+    Yuan et al. 2025, arXiv:2504.05118 (α = 0.05 there): long completions get λ near 1 (less bias from the critic on
+    a reward that arrives at the end), short ones a smaller λ. Rows with α·l ≤ 1 get λ = 0. Pass the result as the
+    `lam` of `gae_advantages` (a `(B,)` tensor broadcasts per row).
+
+    Returns:
+        `(B,)` λ per row, in the dtype of `mask` if floating, else float32.
+    """
+    dtype = mask.dtype if mask.dtype.is_floating_point else torch.float32
+    lengths = mask.bool().sum(dim=1).to(dtype)  # (B,)
+    lam = 1 - 1 / (alpha * lengths).clamp(min=torch.finfo(dtype).tiny)  # VAPO length-adaptive GAE: arXiv:2504.05118
+    return lam.clamp(0.0, 1.0)

@@ -1,0 +1,156 @@
+"""Reference checks for the PPO tricks (dual clip, clip-higher, loss aggregation, length-adaptive and decoupled GAE
+λ, explained variance, score normalisation): each against a slow loop over rows and tokens, on ragged float64 masks.
+"""
+
+import math
+import statistics
+
+import pytest
+import torch
+
+from tests.test_ppo_math import CASES, TOL, case_data, randn, ref_gae, scalar, with_garbage
+from trl_ppo_plus import ppo_math as pm
+from trl_ppo_plus.config import PPOConfig
+from trl_ppo_plus.reward_norm import RunningMoments, ScoreNormalizer
+
+
+def ref_policy_token_losses(lp, olp, adv, lengths, low, high, dual_clip):
+    """Per-row lists of per-token losses: max(-A r, -A clip(r)), capped at -c A where A < 0 (dual clip)."""
+    rows = []
+    for i, n in enumerate(lengths):
+        row = []
+        for t in range(n):
+            ratio = math.exp(float(lp[i, t]) - float(olp[i, t]))
+            a = float(adv[i, t])
+            loss = max(-a * ratio, -a * min(max(ratio, 1 - low), 1 + high))
+            if dual_clip is not None and a < 0:
+                loss = min(loss, -dual_clip * a)  # Ye et al. 2020 Eq. 5
+            row.append(loss)
+        rows.append(row)
+    return rows
+
+
+def ref_aggregate(rows, mode):
+    if mode == "token-mean":
+        flat = [x for row in rows for x in row]
+        return sum(flat) / max(len(flat), 1)
+    per_row = [sum(row) if mode == "seq-mean-token-sum" else sum(row) / len(row) for row in rows if row]
+    return sum(per_row) / max(len(per_row), 1)
+
+
+@pytest.mark.parametrize("seed,B,T", CASES)
+@pytest.mark.parametrize("aggregation", pm.LOSS_AGGREGATIONS)
+@pytest.mark.parametrize("dual_clip,high", [(None, None), (3.0, None), (None, 0.28), (1.5, 0.28)])
+def test_policy_loss_tricks_match_reference(seed, B, T, aggregation, dual_clip, high):
+    gen, lengths, mask = case_data(seed, B, T)
+    olp = randn(B, T, gen) - 2
+    lp = olp + 0.8 * randn(B, T, gen)  # wide ratios: many tokens clipped, some past the dual clip
+    adv = randn(B, T, gen)
+    rows = ref_policy_token_losses(lp, olp, adv, lengths, 0.2, high or 0.2, dual_clip)
+    lpg = with_garbage(lp, mask).requires_grad_()
+    loss, _ = pm.policy_loss(
+        lpg,
+        with_garbage(olp, mask),
+        with_garbage(adv, mask),
+        mask,
+        0.2,
+        cliprange_high=high,
+        dual_clip=dual_clip,
+        loss_aggregation=aggregation,
+    )
+    torch.testing.assert_close(loss, scalar(ref_aggregate(rows, aggregation)), **TOL)
+    loss.backward()
+    assert torch.isfinite(lpg.grad).all() and (lpg.grad[~mask.bool()] == 0).all()
+
+
+def test_dual_clip_bounds_a_huge_ratio_on_a_negative_advantage():
+    adv = torch.tensor([[-1.0, 1.0]], dtype=torch.float64)
+    lp = torch.tensor([[5.0, 5.0]], dtype=torch.float64, requires_grad=True)  # ratio e^5 ≈ 148 on both tokens
+    olp, mask = torch.zeros(1, 2, dtype=torch.float64), torch.ones(1, 2)
+    plain, _ = pm.policy_loss(lp, olp, adv, mask, 0.2, loss_aggregation="seq-mean-token-sum")
+    dual, _ = pm.policy_loss(lp, olp, adv, mask, 0.2, dual_clip=3.0, loss_aggregation="seq-mean-token-sum")
+    assert plain.item() == pytest.approx(math.exp(5) - 1.2)  # unbounded on A < 0; clipped at 1.2 on A > 0
+    assert dual.item() == pytest.approx(3.0 - 1.2)  # capped at -c·A = 3
+    (grad,) = torch.autograd.grad(dual, lp)
+    assert (grad == 0).all()  # both tokens on a flat branch: the stale token no longer pulls
+
+
+def test_aggregation_unknown_names_it():
+    with pytest.raises(ValueError, match="seq-mean"):
+        pm.aggregate_loss(torch.zeros(2, 2), torch.ones(2, 2), "sequence-mean")
+
+
+@pytest.mark.parametrize("seed,B,T", CASES)
+def test_length_adaptive_lam_and_per_row_gae_match_reference(seed, B, T):
+    gen, lengths, mask = case_data(seed, B, T)
+    alpha = 0.5
+    lam = pm.length_adaptive_lam(mask, alpha)
+    expected = [min(max(1 - 1 / (alpha * n), 0.0), 1.0) if n else 0.0 for n in lengths]
+    torch.testing.assert_close(lam, torch.tensor(expected, dtype=torch.float64), **TOL)
+    rewards, values = randn(B, T, gen), randn(B, T, gen)
+    adv, ret = pm.gae_advantages(with_garbage(rewards, mask), with_garbage(values, mask), mask, 1.0, lam)
+    for i, n in enumerate(lengths):  # each row with its own λ equals the scalar-λ reference on that row
+        exp_adv, exp_ret = ref_gae(rewards[i : i + 1], values[i : i + 1], [n], 1.0, expected[i])
+        torch.testing.assert_close(adv[i], exp_adv[0], **TOL)
+        torch.testing.assert_close(ret[i], exp_ret[0], **TOL)
+
+
+@pytest.mark.parametrize("seed,B,T", CASES[:3])
+def test_explained_variance_matches_reference(seed, B, T):
+    gen, lengths, mask = case_data(seed, B, T)
+    returns = randn(B, T, gen)
+    values = returns + 0.5 * randn(B, T, gen)
+    ys = [float(returns[i, t]) for i, n in enumerate(lengths) for t in range(n)]
+    rs = [float(returns[i, t] - values[i, t]) for i, n in enumerate(lengths) for t in range(n)]
+    expected = 1 - statistics.pvariance(rs) / statistics.pvariance(ys)
+    got = pm.explained_variance(with_garbage(values, mask), with_garbage(returns, mask), mask)
+    torch.testing.assert_close(got, scalar(expected), **TOL)
+    assert pm.explained_variance(returns, returns, mask).item() == pytest.approx(1.0)
+    assert math.isnan(pm.explained_variance(values, torch.ones_like(returns), mask).item())  # nothing to explain
+
+
+def test_running_moments_match_statistics_over_batches():
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(n, generator=gen, dtype=torch.float64) * 3 + 1 for n in (1, 5, 16, 2)]
+    moments = RunningMoments()
+    for b in batches:
+        moments.update(b)
+    flat = [float(x) for b in batches for x in b]
+    assert moments.count == len(flat)
+    assert moments.mean == pytest.approx(statistics.mean(flat))
+    assert moments.std == pytest.approx(statistics.stdev(flat))
+
+
+@pytest.mark.parametrize("mode", ["running", "initial"])
+def test_score_normalizer_makes_the_scale_irrelevant(mode):
+    """Scores ×1000 normalise to the same values: β then means the same for any reward scale."""
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.zeros(8, dtype=torch.float64)]  # a first rollout where every score is 0 (sparse reward)
+    batches += [(torch.rand(8, generator=gen, dtype=torch.float64) < 0.2).double() * 0.01 for _ in range(4)]
+    small, large = ScoreNormalizer(mode), ScoreNormalizer(mode)
+    for b in batches:
+        torch.testing.assert_close(small(b), large(1000 * b), **TOL)
+    flat = torch.cat(batches)
+    if mode == "running":  # divided by the std of everything seen so far, sign and zero kept
+        torch.testing.assert_close(small(batches[-1], update=False), batches[-1] / flat.std(), **TOL)
+    else:  # fitted once, on the first rollout whose scores vary: mean 0, std 1 there
+        first = next(b for b in batches if b.std() > 0)
+        fitted = small(first, update=False)
+        assert fitted.mean().item() == pytest.approx(0.0, abs=1e-9) and fitted.std().item() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("reward_normalization", "whiten"),
+        ("critic_warmup_rollouts", -1),
+        ("dual_clip", 1.0),
+        ("cliprange_high", 0.0),
+        ("loss_aggregation", "sum"),
+        ("lam_critic", 1.5),
+        ("lam_actor_length_alpha", 0.0),
+    ],
+)
+def test_trick_fields_validated_by_name(tmp_path, field, value):
+    with pytest.raises(ValueError, match=f"PPOConfig.{field}="):
+        PPOConfig(output_dir=str(tmp_path), **{field: value})
