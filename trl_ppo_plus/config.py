@@ -9,6 +9,8 @@ from trl import GRPOConfig
 
 from trl_ppo_plus.cpu_memory import MMAP_THRESHOLD_MAX
 from trl_ppo_plus.kl_control import PID_KD, PID_KI, PID_KL_COEF_MAX, PID_KL_COEF_MIN, PID_KP
+from trl_ppo_plus.ppo_math import LOSS_AGGREGATIONS
+from trl_ppo_plus.reward_norm import REWARD_NORMALIZATIONS
 
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
@@ -58,6 +60,34 @@ class PPOConfig(GRPOConfig):
             When set, skip the remaining mini-batches and epochs of an update once the approximate KL between the
             rollout policy and the current policy exceeds `1.5 × target_kl_early_stop` (OpenAI baselines, Spinning
             Up). Usually 0.01–0.05. `None` disables it.
+
+        > PPO tricks (the switches OpenRLHF, veRL and NeMo-RL ship; compared in `benchmarks/learning_suite.py --ablation`)
+
+        reward_normalization (`str`, *optional*, defaults to `"none"`):
+            Rescale the scores before the per-token KL penalty, so that β means the same for any reward scale
+            (Ziegler et al. 2019, arXiv:1909.08593): `"none"`, `"running"` (divide by the running std of all scores,
+            sign kept) or `"initial"` (gain and bias fitted on the first rollout whose scores vary, to mean 0 and
+            std 1, as lm-human-preferences). See `trl_ppo_plus.reward_norm`.
+        critic_warmup_rollouts (`int`, *optional*, defaults to `0`):
+            For the first N rollouts, train the critic only (the policy loss is dropped), so that the first policy
+            updates see a critic that already fits the returns (OpenRLHF, veRL `critic_warmup`). With the default
+            shared-trunk critic the value loss still moves the trunk.
+        dual_clip (`float` or `None`, *optional*, defaults to `None`):
+            Dual-clip constant c > 1: the loss of a negative-advantage token is capped at −c·A (Ye et al. 2020,
+            arXiv:1912.09729). Usually 3. `None` disables it.
+        cliprange_high (`float` or `None`, *optional*, defaults to `None`):
+            Upper clip range: the ratio is clipped to [1 − cliprange, 1 + cliprange_high] ("clip-higher", DAPO,
+            arXiv:2503.14476, uses 0.28 with cliprange 0.2). `None`: symmetric.
+        loss_aggregation (`str`, *optional*, defaults to `"token-mean"`):
+            How token losses make the policy loss: `"token-mean"` (every token weighs the same; DAPO),
+            `"seq-mean-token-mean"` (every completion weighs the same; the original GRPO) or `"seq-mean-token-sum"`
+            (no length normalisation; Dr. GRPO, arXiv:2503.20783). See `ppo_math.aggregate_loss`.
+        lam_critic (`float` or `None`, *optional*, defaults to `None`):
+            GAE λ of the critic's returns, when it should differ from the policy's `lam` (VAPO, arXiv:2504.05118,
+            uses 1.0 for the critic: unbiased targets). `None`: `lam`.
+        lam_actor_length_alpha (`float` or `None`, *optional*, defaults to `None`):
+            Length-adaptive λ of the policy's advantages, per completion of length l: λ = 1 − 1/(α·l), clamped to
+            [0, 1] (VAPO, α = 0.05). Replaces `lam` for the advantages. `None` disables it.
 
         > Rewards and the KL penalty
 
@@ -139,6 +169,31 @@ class PPOConfig(GRPOConfig):
     target_kl_early_stop: float | None = field(
         default=None,
         metadata={"help": "Stop an update early when approx KL to the rollout policy exceeds 1.5× this (0.01–0.05)."},
+    )
+
+    # PPO tricks (benchmarks/learning_suite.py --ablation)
+    reward_normalization: str = field(
+        default="none",
+        metadata={"help": "Scale scores before the KL penalty: 'none', 'running' or 'initial' (Ziegler et al. 2019)."},
+    )
+    critic_warmup_rollouts: int = field(
+        default=0, metadata={"help": "Train only the critic for the first N rollouts (OpenRLHF, veRL)."}
+    )
+    dual_clip: float | None = field(
+        default=None, metadata={"help": "Dual-clip c > 1: cap negative-advantage losses at -c·A (arXiv:1912.09729)."}
+    )
+    cliprange_high: float | None = field(
+        default=None, metadata={"help": "Upper clip range (clip-higher, DAPO arXiv:2503.14476); None: symmetric."}
+    )
+    loss_aggregation: str = field(
+        default="token-mean",
+        metadata={"help": "Policy loss reduction: 'token-mean', 'seq-mean-token-mean' or 'seq-mean-token-sum'."},
+    )
+    lam_critic: float | None = field(
+        default=None, metadata={"help": "GAE λ of the critic's returns (VAPO arXiv:2504.05118); None: lam."}
+    )
+    lam_actor_length_alpha: float | None = field(
+        default=None, metadata={"help": "Length-adaptive policy λ = 1 − 1/(α·l) (VAPO, α = 0.05); None: off."}
     )
 
     # Rewards and the KL penalty
@@ -253,6 +308,20 @@ class PPOConfig(GRPOConfig):
             bad("num_generations", self.num_generations, "it must be >= 1")
         if self.target_kl_early_stop is not None and not self.target_kl_early_stop > 0:
             bad("target_kl_early_stop", self.target_kl_early_stop, "it must be > 0 or None")
+        if self.reward_normalization not in REWARD_NORMALIZATIONS:
+            bad("reward_normalization", self.reward_normalization, f"expected one of {REWARD_NORMALIZATIONS}")
+        if self.critic_warmup_rollouts < 0:
+            bad("critic_warmup_rollouts", self.critic_warmup_rollouts, "it must be >= 0")
+        if self.dual_clip is not None and not self.dual_clip > 1:
+            bad("dual_clip", self.dual_clip, "it must be > 1 (usually 3) or None")
+        if self.cliprange_high is not None and not self.cliprange_high > 0:
+            bad("cliprange_high", self.cliprange_high, "it must be > 0 or None")
+        if self.loss_aggregation not in LOSS_AGGREGATIONS:
+            bad("loss_aggregation", self.loss_aggregation, f"expected one of {LOSS_AGGREGATIONS}")
+        if self.lam_critic is not None and not 0 <= self.lam_critic <= 1:
+            bad("lam_critic", self.lam_critic, "it must be in [0, 1] or None")
+        if self.lam_actor_length_alpha is not None and not self.lam_actor_length_alpha > 0:
+            bad("lam_actor_length_alpha", self.lam_actor_length_alpha, "it must be > 0 or None")
         if self.missing_eos_penalty is not None and self.missing_eos_penalty < 0:
             bad("missing_eos_penalty", self.missing_eos_penalty, "it is subtracted from the score, so it must be >= 0")
         threshold = self.cpu_malloc_mmap_threshold

@@ -48,6 +48,7 @@ from trl_ppo_plus import ppo_math
 from trl_ppo_plus.config import PPOConfig
 from trl_ppo_plus.cpu_memory import set_malloc_mmap_threshold
 from trl_ppo_plus.kl_control import build_kl_controller
+from trl_ppo_plus.reward_norm import ScoreNormalizer
 from trl_ppo_plus.validation import check_models_before_loading
 from trl_ppo_plus.value import AdapterCritic, SeparateCritic, SharedTrunkCritic
 
@@ -232,6 +233,8 @@ class PPOTrainer(GRPOTrainer):
         self._update_stopped_early = False
         self._rollout_is_empty = False  # no token of the rollout carries a loss: its update is skipped
         self._episodes = 0
+        self.score_normalizer = ScoreNormalizer(args.reward_normalization)
+        self._train_rollouts = 0  # rollouts generated in training so far (critic warmup counts them)
 
     # ------------------------------------------------------------------ models
     @property
@@ -385,14 +388,18 @@ class PPOTrainer(GRPOTrainer):
 
         beta = self.kl_ctl.value  # the β of this rollout: rewards use the controller's value at rollout time
         kl = ppo_math.kl_estimate(old_logps, ref_logps, self.args.kl_estimator) * loss_mask  # (B, C)
+        rl_scores = self._normalize_scores(mode, scores, scorable)
         rewards, non_score_reward, advantages, returns = self._advantages_and_returns(
-            scores, kl, values, loss_mask, beta
+            rl_scores, kl, values, loss_mask, beta
         )
+        explained = ppo_math.explained_variance(values, returns, loss_mask)  # critic health, as veRL / CleanRL
+        self._metrics[mode]["val/explained_variance"].append(self.accelerator.gather(explained).nanmean().item())
 
         self._log_rollout(mode, beta, scores, kl, non_score_reward, entropies, loss_mask, ended)
         if mode == "train":
             self._rollout_kl_coef = beta
             self._update_stopped_early = False  # `_log_rollout` set `_rollout_is_empty`
+            self._train_rollouts += 1
         batch = {
             "prompt_ids": prompt_ids,
             "prompt_mask": prompt_mask,
@@ -419,6 +426,16 @@ class PPOTrainer(GRPOTrainer):
                 "max_completion_length."
             )
 
+    def _normalize_scores(self, mode, scores, scorable):
+        """Scores on the scale β is calibrated for (`reward_normalization`, Ziegler et al. 2019 arXiv:1909.08593)."""
+        if self.args.reward_normalization == "none":
+            return scores
+        if mode == "train":  # statistics from every process's scored completions: the same gain on every rank
+            gathered = self.accelerator.gather(scores.masked_fill(~scorable, float("nan")))
+            self.score_normalizer.update(gathered[~torch.isnan(gathered)])
+        self._metrics[mode]["objective/score_gain"].append(self.score_normalizer.gain)
+        return self.score_normalizer(scores, update=False)
+
     def _advantages_and_returns(self, scores, kl, values, loss_mask, beta):
         """Per-token rewards (−β·KL in reward mode, + the score), GAE and whitening. All `(B, C)`."""
         reward_beta = beta if self.args.kl_penalty == "reward" else 0.0
@@ -426,10 +443,26 @@ class PPOTrainer(GRPOTrainer):
         has_tokens = bool(loss_mask.any())  # whitening nothing is undefined; the update is then skipped
         if self.args.whiten_rewards and has_tokens:
             rewards = ppo_math.masked_whiten(rewards, loss_mask, shift_mean=False)
-        advantages, returns = ppo_math.gae_advantages(rewards, values, loss_mask, self.args.gamma, self.args.lam)
+        advantages, returns = self._gae(rewards, values, loss_mask)
         if self.args.whiten_advantages and has_tokens:
             advantages = ppo_math.masked_whiten(advantages, loss_mask)
         return rewards, non_score_reward, advantages, returns
+
+    def _gae(self, rewards, values, mask):
+        """GAE advantages with the policy's λ (`lam`, or VAPO's length-adaptive λ) and returns with the critic's."""
+        args = self.args
+        lam_actor = args.lam
+        if args.lam_actor_length_alpha is not None:  # VAPO length-adaptive λ: arXiv:2504.05118
+            lam_actor = ppo_math.length_adaptive_lam(mask, args.lam_actor_length_alpha)
+        advantages, returns = ppo_math.gae_advantages(rewards, values, mask, args.gamma, lam_actor)
+        lam_critic = args.lam if args.lam_critic is None else args.lam_critic
+        if args.lam_actor_length_alpha is not None or lam_critic != lam_actor:  # decoupled λ: VAPO
+            _, returns = ppo_math.gae_advantages(rewards, values, mask, args.gamma, lam_critic)
+        return advantages, returns
+
+    def _in_critic_warmup(self, mode: str) -> bool:
+        """The first `critic_warmup_rollouts` training rollouts update the critic only (OpenRLHF, veRL)."""
+        return mode == "train" and self._train_rollouts <= self.args.critic_warmup_rollouts
 
     def _log_rollout(self, mode, beta, scores, kl, non_score_reward, entropies, mask, ended) -> None:
         """Rollout metrics. KL, entropy and non-score reward are averaged over the rows that carry a loss: unscored
@@ -509,7 +542,14 @@ class PPOTrainer(GRPOTrainer):
             model, input_ids, attention_mask, logits_to_keep, None, entropy=True
         )
         pg_loss, pg_info = ppo_math.policy_loss(
-            logps, inputs["old_per_token_logps"], inputs["advantages"], mask, args.cliprange
+            logps,
+            inputs["old_per_token_logps"],
+            inputs["advantages"],
+            mask,
+            args.cliprange,
+            cliprange_high=args.cliprange_high,
+            dual_clip=args.dual_clip,
+            loss_aggregation=args.loss_aggregation,
         )
         vf_loss, vf_info = ppo_math.value_loss(
             values, inputs["old_values"], inputs["returns"], mask, args.cliprange_value, clip=args.clip_value_loss
@@ -521,6 +561,8 @@ class PPOTrainer(GRPOTrainer):
         if args.kl_penalty == "loss":
             kl_loss = ppo_math.kl_penalty_loss(logps, inputs["ref_per_token_logps"], mask, args.kl_estimator)
             loss = loss + self._rollout_kl_coef * kl_loss
+        if self._in_critic_warmup(mode):
+            loss = args.vf_coef * vf_loss  # critic warmup: value-only updates (OpenRLHF, veRL)
         if mode == "train":
             loss = loss / self.current_gradient_accumulation_steps  # GRPO scales for gradient accumulation itself
 
@@ -607,6 +649,7 @@ class PPOTrainer(GRPOTrainer):
                 shutil.rmtree(critic_dir)
             os.replace(critic_dir + ".tmp", critic_dir)
         state = {"kind": self.args.kl_controller, "state": self.kl_ctl.state_dict(), "episodes": self._episodes}
+        state.update(score_normalizer=self.score_normalizer.state_dict(), train_rollouts=self._train_rollouts)
         with open(kl_file + ".tmp", "w") as f:
             json.dump(state, f, indent=2)
         os.replace(kl_file + ".tmp", kl_file)
@@ -655,6 +698,9 @@ class PPOTrainer(GRPOTrainer):
             saved = json.load(f)
         self.kl_ctl.load_state_dict(saved["state"])
         self._episodes = saved.get("episodes", 0)
+        if "score_normalizer" in saved:
+            self.score_normalizer.load_state_dict(saved["score_normalizer"])
+        self._train_rollouts = saved.get("train_rollouts", 0)
         self._rollout_kl_coef = self.kl_ctl.value
 
     def _load_rollout_state(self, checkpoint: str) -> None:
