@@ -154,3 +154,37 @@ def test_score_normalizer_makes_the_scale_irrelevant(mode):
 def test_trick_fields_validated_by_name(tmp_path, field, value):
     with pytest.raises(ValueError, match=f"PPOConfig.{field}="):
         PPOConfig(output_dir=str(tmp_path), **{field: value})
+
+
+def test_tricks_run_through_the_trainer_and_critic_warmup_leaves_the_lm_head(tiny_model_path, tmp_path):
+    """Every switch on at once trains, logs the critic's explained variance and the score gain; during critic
+    warmup the LM head (outside the value path) does not move while the value head does."""
+    from tests.ppo_helpers import DigitReward, fast_args, logged, prompts_dataset
+    from trl_ppo_plus import PPOTrainer
+
+    tricks = dict(
+        critic_warmup_rollouts=1,
+        dual_clip=3.0,
+        cliprange_high=0.28,
+        loss_aggregation="seq-mean-token-sum",
+        lam_critic=1.0,
+        lam_actor_length_alpha=0.5,
+        reward_normalization="initial",
+    )
+    trainer = PPOTrainer(
+        model=tiny_model_path,
+        reward_funcs=DigitReward(tiny_model_path),
+        args=fast_args(tmp_path, max_steps=1, **tricks),
+        train_dataset=prompts_dataset(16),
+    )
+    lm_head = trainer._policy.lm_head.weight.detach().clone()
+    value_head = trainer.critic.head.summary.weight.detach().clone()
+    trainer.train()
+    assert torch.equal(trainer._policy.lm_head.weight, lm_head)  # warmup: no policy loss
+    assert not torch.equal(trainer.critic.head.summary.weight, value_head)
+    assert len(logged(trainer, "val/explained_variance")) == 1
+    assert logged(trainer, "objective/score_gain")[0] > 0
+
+    trainer.args.max_steps = 3  # past the warmup, the policy moves
+    trainer.train()
+    assert not torch.equal(trainer._policy.lm_head.weight, lm_head)

@@ -52,8 +52,10 @@ class PPOConfig(GRPOConfig):
             Whiten the per-token rewards (scale only, mean kept) before GAE.
         whiten_advantages (`bool`, *optional*, defaults to `True`):
             Whiten the advantages over the rollout batch (masked mean and variance).
-        num_ppo_epochs (`int`, *optional*, defaults to `4`):
-            Passes over each rollout batch. Alias of GRPO's `num_iterations`.
+        num_ppo_epochs (`int`, *optional*, defaults to `1`):
+            Passes over each rollout batch. Alias of GRPO's `num_iterations`. 1, as veRL's `ppo_epochs`, OpenRLHF's
+            `max_epochs` and GRPO's `num_iterations`: with `max_steps` fixed, each extra epoch replaces fresh
+            completions (TRL ≤ 1.12 used 4; `benchmarks/learning_suite.py`).
         num_mini_batches (`int`, *optional*, defaults to `1`):
             Optimizer steps per epoch: the rollout batch is split into this many mini-batches.
         target_kl_early_stop (`float` or `None`, *optional*, defaults to `None`):
@@ -63,11 +65,12 @@ class PPOConfig(GRPOConfig):
 
         > PPO tricks (the switches OpenRLHF, veRL and NeMo-RL ship; compared in `benchmarks/learning_suite.py --ablation`)
 
-        reward_normalization (`str`, *optional*, defaults to `"none"`):
+        reward_normalization (`str`, *optional*, defaults to `"running"`):
             Rescale the scores before the per-token KL penalty, so that β means the same for any reward scale
             (Ziegler et al. 2019, arXiv:1909.08593): `"none"`, `"running"` (divide by the running std of all scores,
             sign kept) or `"initial"` (gain and bias fitted on the first rollout whose scores vary, to mean 0 and
-            std 1, as lm-human-preferences). See `trl_ppo_plus.reward_norm`.
+            std 1, as lm-human-preferences). See `trl_ppo_plus.reward_norm`. On by default: with `"none"` a reward
+            of scale 0.01 is drowned by the default β (`benchmarks/learning_suite.py`, issue 18).
         critic_warmup_rollouts (`int`, *optional*, defaults to `0`):
             For the first N rollouts, train the critic only (the policy loss is dropped), so that the first policy
             updates see a critic that already fits the returns (OpenRLHF, veRL `critic_warmup`). With the default
@@ -164,7 +167,8 @@ class PPOConfig(GRPOConfig):
     lam: float = field(default=0.95, metadata={"help": "GAE λ in [0, 1]."})
     whiten_rewards: bool = field(default=False, metadata={"help": "Whiten per-token rewards before GAE."})
     whiten_advantages: bool = field(default=True, metadata={"help": "Whiten advantages over the rollout batch."})
-    num_ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch."})
+    # 1 (was 4): at a fixed max_steps each extra epoch costs fresh completions; veRL, OpenRLHF and GRPO default to 1.
+    num_ppo_epochs: int = field(default=1, metadata={"help": "Passes over each rollout batch (veRL, OpenRLHF: 1)."})
     num_mini_batches: int = field(default=1, metadata={"help": "Optimizer steps per epoch over a rollout."})
     target_kl_early_stop: float | None = field(
         default=None,
@@ -172,8 +176,9 @@ class PPOConfig(GRPOConfig):
     )
 
     # PPO tricks (benchmarks/learning_suite.py --ablation)
+    # "running" (was "none"): with raw scores, a small reward (~0.01) is outweighed by β·KL summed over the tokens.
     reward_normalization: str = field(
-        default="none",
+        default="running",
         metadata={"help": "Scale scores before the KL penalty: 'none', 'running' or 'initial' (Ziegler et al. 2019)."},
     )
     critic_warmup_rollouts: int = field(
