@@ -46,6 +46,7 @@ ABLATION = {
     "reward_normalization=none": {"reward_normalization": "none"},
     "reward_normalization=initial": {"reward_normalization": "initial"},
     "num_ppo_epochs=2": {"num_ppo_epochs": 2},
+    "whiten_advantages=true": {"whiten_advantages": True},
     "critic_warmup_rollouts=5": {"critic_warmup_rollouts": 5},
     "dual_clip=3": {"dual_clip": 3.0},
     "cliprange_high=0.28": {"cliprange_high": 0.28},
@@ -53,7 +54,7 @@ ABLATION = {
     "loss_aggregation=seq-mean-token-sum": {"loss_aggregation": "seq-mean-token-sum"},
     "lam_critic=1.0": {"lam_critic": 1.0},
     "lam_actor_length_alpha=0.05": {"lam_actor_length_alpha": 0.05},
-    "TRL 1.12 defaults (4 epochs, no normalization)": {"num_ppo_epochs": 4, "reward_normalization": "none"},
+    "TRL 1.12 defaults": {"num_ppo_epochs": 4, "reward_normalization": "none", "whiten_advantages": True},
 }
 
 

@@ -50,8 +50,12 @@ class PPOConfig(GRPOConfig):
             GAE λ in [0, 1]: 0 is one-step TD (low variance, biased), 1 is Monte-Carlo returns (unbiased, noisy).
         whiten_rewards (`bool`, *optional*, defaults to `False`):
             Whiten the per-token rewards (scale only, mean kept) before GAE.
-        whiten_advantages (`bool`, *optional*, defaults to `True`):
-            Whiten the advantages over the rollout batch (masked mean and variance).
+        whiten_advantages (`bool`, *optional*, defaults to `False`):
+            Whiten the advantages over the rollout batch (masked mean and variance). Off by default: with
+            `reward_normalization` the advantages already have the scale of the scores, and whitening a rollout with
+            no signal (all scores equal, common with sparse rewards) blows its KL and critic noise up to unit size,
+            where GRPO gives such a group zero advantage (`benchmarks/learning_suite.py`; Dr. GRPO, arXiv:2503.20783,
+            also drops the std division).
         num_ppo_epochs (`int`, *optional*, defaults to `1`):
             Passes over each rollout batch. Alias of GRPO's `num_iterations`. 1, as veRL's `ppo_epochs`, OpenRLHF's
             `max_epochs` and GRPO's `num_iterations`: with `max_steps` fixed, each extra epoch replaces fresh
@@ -166,7 +170,8 @@ class PPOConfig(GRPOConfig):
     gamma: float = field(default=1.0, metadata={"help": "GAE discount γ in (0, 1]."})
     lam: float = field(default=0.95, metadata={"help": "GAE λ in [0, 1]."})
     whiten_rewards: bool = field(default=False, metadata={"help": "Whiten per-token rewards before GAE."})
-    whiten_advantages: bool = field(default=True, metadata={"help": "Whiten advantages over the rollout batch."})
+    # False (was True): whitening a signal-free sparse rollout turns KL and critic noise into unit-size advantages.
+    whiten_advantages: bool = field(default=False, metadata={"help": "Whiten advantages over the rollout batch."})
     # 1 (was 4): at a fixed max_steps each extra epoch costs fresh completions; veRL, OpenRLHF and GRPO default to 1.
     num_ppo_epochs: int = field(default=1, metadata={"help": "Passes over each rollout batch (veRL, OpenRLHF: 1)."})
     num_mini_batches: int = field(default=1, metadata={"help": "Optimizer steps per epoch over a rollout."})
