@@ -26,6 +26,7 @@ _EXPORTS = {
     "ExecutionRequest": "sandbox",
     "ExecutionResult": "sandbox",
     "SandboxConfig": "sandbox",
+    "SandboxIsolationError": "sandbox",
     "network_isolation": "sandbox",
 }
 

@@ -46,8 +46,13 @@ def _load_harness():
 harness = _load_harness()
 
 
-CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER = 0x00020000, 0x08000000, 0x10000000
-CLONE_NEWNET = 0x40000000
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = (
+    0x20000,
+    0x8000000,
+    0x10000000,
+    0x20000000,
+    0x40000000,
+)
 MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
     1,
     2,
@@ -58,8 +63,9 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVA
     16384,
     1 << 18,
 )
-MNT_DETACH = 2
-PR_SET_PDEATHSIG, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 36, 38
+MNT_DETACH, AT_RECURSIVE, MOUNT_ATTR_RDONLY, SYS_MOUNT_SETATTR = 2, 0x8000, 1, 442  # 442 on x86_64 and arm64 alike
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 24, 36, 38
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, LINUX_CAPABILITY_VERSION_3 = 47, 4, 0x20080522
 _PROC_FD = None  # the zygote's handle on the real /proc once its own /proc is covered
 _SNAPSHOT = None
 
@@ -100,11 +106,14 @@ def _write_file(path, text):
 
 
 def _setup_zygote(uid, use_namespaces, tmpfs_bytes):
-    """Enter a fresh network + IPC namespace (as root directly, else via a user namespace); report what worked."""
+    """Enter fresh network + IPC namespaces (as root directly, else inside a user namespace), check that each run
+    can get a PID namespace of its own, and report what the kernel granted (`refused` says why it did not)."""
     root = os.geteuid() == 0
-    info = {"netns": False, "mountns": False, "root": root, "drop_uid": root, "uid": uid}
+    info = {"root": root, "drop_uid": root, "uid": uid, "userns": False, "netns": False, "mountns": False,
+            "pidns": False, "readonly_fs": False, "refused": None}  # fmt: skip
     _check(_libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))  # orphans of our runners become our children
     if not use_namespaces:
+        info["refused"] = "namespaces=False was requested"
         return info
     try:
         if root:
@@ -115,23 +124,45 @@ def _setup_zygote(uid, use_namespaces, tmpfs_bytes):
             _write_file("/proc/self/setgroups", "deny")
             _write_file("/proc/self/uid_map", f"0 {real_uid} 1")
             _write_file("/proc/self/gid_map", f"0 {real_gid} 1")
-            info["drop_uid"] = False  # only one uid is mapped in our user namespace
+            info["userns"] = True  # only one uid is mapped in it: runners drop capabilities instead of the uid
         info["netns"] = True
-    except OSError:
+    except OSError as exc:
+        what = "unshare(CLONE_NEWNET)" if root else "unshare(CLONE_NEWUSER)"
+        info["refused"] = f"{what} failed: {exc.strerror} (errno {exc.errno})"
         return info
-    pid = os.fork()  # probe once whether each runner can get its own mount namespace
+    info["pidns"] = _probe(_pidns_probe)
+    if not info["pidns"]:
+        info["refused"] = "unshare(CLONE_NEWPID) failed inside the sandbox's namespaces"
+    info["mountns"] = _probe(_mountns_probe)
+    if info["mountns"]:
+        info["readonly_fs"] = _prepare_mounts(_hidden_prefix() if info["drop_uid"] else None, tmpfs_bytes)
+    return info
+
+
+def _probe(fn):
+    """Run `fn` in a forked child; True when it exits 0."""
+    pid = os.fork()
     if pid == 0:
         try:
-            _unshare(CLONE_NEWNS)
-            _mount("none", "/", None, MS_REC | MS_PRIVATE)
-            _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m")
-            os._exit(0)
+            os._exit(fn())
         except BaseException:
             os._exit(1)
-    info["mountns"] = os.waitpid(pid, 0)[1] == 0
-    if info["mountns"]:
-        _prepare_mounts(_hidden_prefix() if info["drop_uid"] else None, tmpfs_bytes)
-    return info
+    return os.waitpid(pid, 0)[1] == 0
+
+
+def _pidns_probe():
+    _unshare(CLONE_NEWPID)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if os.getpid() == 1 else 1)
+    return 0 if os.waitpid(pid, 0)[1] == 0 else 1
+
+
+def _mountns_probe():
+    _unshare(CLONE_NEWNS)
+    _mount("none", "/", None, MS_REC | MS_PRIVATE)
+    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m")
+    return 0
 
 
 def _prepare_mounts(hidden, tmpfs_bytes):
@@ -139,20 +170,39 @@ def _prepare_mounts(hidden, tmpfs_bytes):
 
     - /tmp is a private tmpfs of `tmpfs_bytes`, owned by root; each run gets a fresh /tmp/run owned by the sandbox
       uid, removed afterwards. Nothing a program writes reaches the host's disk or the host's /tmp.
-    - /proc and the other world-writable dirs (/var/tmp, /dev/shm, /run/lock) are empty read-only tmpfs.
+    - every host mount is read-only (`mount_setattr`, Linux >= 5.12): a program cannot change a host file, not even
+      one its uid owns (which matters when the caller is not root and the program runs as the caller's uid);
+    - /proc and the other world-writable dirs (/var/tmp, /dev/shm, /run/lock) are empty read-only tmpfs: a program
+      sees no process at all in /proc (the zygote keeps a handle on the real one for its cleanup scans).
     - when the interpreter sits below a dir others cannot enter (e.g. /root/.pyenv), that dir becomes an empty
       tmpfs holding only the Python prefix, so the rest of it stays hidden.
+
+    Returns whether the host mounts could be made read-only.
     """
     global _PROC_FD
     _PROC_FD = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)  # our own view for cleanup scans; runners close it
     _unshare(CLONE_NEWNS)
     _mount("none", "/", None, MS_REC | MS_PRIVATE)  # nothing we mount propagates back to the host
+    readonly = _readonly_tree("/")
     _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_bytes},mode=0755")
     if hidden is not None:
         _expose_prefix(*hidden)
     for path in ("/var/tmp", "/dev/shm", "/run/lock", "/proc"):
         if os.path.isdir(path):
             _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k")
+    return readonly
+
+
+def _readonly_tree(path):
+    """Make every mount at and below `path` read-only in our mount namespace (one `mount_setattr` call)."""
+    import ctypes
+
+    attr = struct.pack("=QQQQ", MOUNT_ATTR_RDONLY, 0, 0, 0)  # struct mount_attr: attr_set, attr_clr, propagation, fd
+    libc = _libc()
+    libc.syscall.restype = ctypes.c_long
+    ret = libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(-100), path.encode(),
+                       ctypes.c_uint(AT_RECURSIVE), attr, ctypes.c_size_t(len(attr)))  # fmt: skip
+    return ret == 0
 
 
 def _hidden_prefix():
@@ -179,9 +229,55 @@ def _expose_prefix(top, prefix):
 
 
 def _runner(job, compiled, info, workdir, fds):
-    """Child side: move fds into place, lock the process down, hand over to the harness. Never returns."""
+    """Child of the zygote. With a PID namespace (the normal case) it forks the program into a fresh one, where the
+    program is PID 1, and waits for it: when PID 1 dies the kernel kills everything else in that namespace, so once
+    the wait returns nothing of the program is left. Its exit code carries the program's (128 + signal when killed;
+    a program's own exit codes above 127 read as 127). Never returns."""
+    code = 70
     try:
-        os.setsid()  # own session and process group: the timeout kills the group
+        if not info["pidns"]:
+            _program(job, compiled, info, workdir, fds, supervisors=1)
+        os.setsid()  # our own group: the zygote's backstop kill reaches us
+        _unshare(CLONE_NEWPID)  # for our children only: the first one is PID 1 of the new namespace
+        pid = os.fork()
+        if pid == 0:
+            _program(job, compiled, info, workdir, fds, supervisors=3)
+        os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # the program's pipes: EOF once it is gone
+        _, status, usage = os.wait4(pid, 0)
+        if os.WIFEXITED(status):
+            code = min(os.WEXITSTATUS(status), 127)
+        else:
+            sig = os.WTERMSIG(status)
+            if sig == signal.SIGKILL and usage.ru_utime + usage.ru_stime >= job["cpu_seconds"]:
+                sig = signal.SIGXCPU  # PID 1 ignores SIGXCPU, so the CPU limit ends it at the hard limit (SIGKILL)
+            code = 128 + sig
+    except BaseException:
+        pass
+    os._exit(code)
+
+
+def _drop_capabilities():
+    """Empty every capability set of this process (and the bounding set, so nothing an exec'd program runs
+    brings them back). Used in a user namespace, where the program keeps the mapped uid 0 but must hold no power
+    over the namespace's mounts or members."""
+    import ctypes
+
+    libc = _libc()
+    cap = 0
+    while libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
+        cap += 1
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0)
+    _check(libc.capset(header, ctypes.create_string_buffer(24)))  # effective, permitted, inheritable = 0 (x2 words)
+
+
+def _program(job, compiled, info, workdir, fds, supervisors):
+    """The process that runs the program: move fds into place, lock it down, hand over to the harness. Never returns.
+
+    `supervisors`: how many of our own processes share its RLIMIT_NPROC count in a user namespace (zygote, runner,
+    this one), so that `processes` means processes of the program."""
+    try:
+        os.setsid()  # own session and process group: kill(0) and killpg() reach the program's processes only
         out_w, err_w, res_w, tok_r = fds
         high = [os.dup(fd) for fd in (out_w, err_w, res_w, tok_r)]
         null = os.open(os.devnull, os.O_RDONLY)
@@ -192,23 +288,26 @@ def _runner(job, compiled, info, workdir, fds):
         os.set_inheritable(4, False)
         os.chdir(workdir)
         lim = job["limits"]
-        cpu = int(math.ceil(job["timeout"])) + 1
+        cpu = job["cpu_seconds"]
+        nproc = lim["processes"] + (supervisors - 1 if info["userns"] else 0)
         for res, value in (
             (resource.RLIMIT_CPU, (cpu, cpu + 1)),
             (resource.RLIMIT_AS, (lim["memory_bytes"],) * 2),
             (resource.RLIMIT_FSIZE, (lim["file_bytes"],) * 2),
             (resource.RLIMIT_NOFILE, (lim["open_files"],) * 2),
             (resource.RLIMIT_CORE, (0, 0)),
-            (resource.RLIMIT_NPROC, (lim["processes"],) * 2),  # enforced only once we are not root (below)
+            (resource.RLIMIT_NPROC, (nproc, nproc)),  # enforced only once we are not root (below)
         ):
             resource.setrlimit(res, value)
         if info["drop_uid"]:
             os.setgroups([])
             os.setgid(info["uid"])
             os.setuid(info["uid"])  # a uid of our own: RLIMIT_NPROC applies, host files are read-only to us
+        elif info["userns"]:
+            _drop_capabilities()
         libc = _libc()
         _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))  # setuid binaries cannot raise privileges
-        _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))  # zygote gone -> we are gone
+        _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))  # supervisor gone -> we are gone
         del libc
         globals()["_LIBC"] = None
         for name in ("ctypes", "_ctypes", "ctypes._endian"):  # a fresh `import ctypes` now hits the audit hook
@@ -311,6 +410,7 @@ def _compile_tests(job):
 def _supervise(job, info):
     """Run one job: fork the runner, feed it the token, watch the clock, capture output, clean up, decode."""
     limits, compiled = job["limits"], _compile_tests(job)
+    job["cpu_seconds"] = int(math.ceil(job["timeout"])) + 1
     if info["mountns"]:
         workdir = "/tmp/run"  # inside our private tmpfs
         shutil.rmtree(workdir, ignore_errors=True)  # normally gone already
@@ -356,7 +456,7 @@ def _supervise(job, info):
             done, raw = os.waitpid(pid, os.WNOHANG)
             status = raw if done else None
     try:
-        os.killpg(pid, signal.SIGKILL)  # the runner (on timeout) and everything still in its group
+        os.killpg(pid, signal.SIGKILL)  # on timeout: the runner; with it goes its PID namespace (PR_SET_PDEATHSIG)
     except ProcessLookupError:
         pass
     if status is None:
@@ -373,11 +473,17 @@ def _supervise(job, info):
         os.rmdir(workdir)  # the usual case: the program wrote nothing
     except OSError:
         shutil.rmtree(workdir, ignore_errors=True)
+    if info["mountns"] and info["userns"]:  # the program owns our /tmp in a user namespace: leave nothing behind
+        for name in os.listdir("/tmp"):
+            shutil.rmtree(os.path.join("/tmp", name), ignore_errors=True)
 
     out, err, res = (bytes(bufs[p[0]]) for p in pipes[:3])
+    exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
+    if info["pidns"] and exit_code is not None and exit_code >= 128:  # the runner reports the program's signal
+        exit_code, sig = None, exit_code - 128
     result = {"wall_time": wall, "stdout": out.decode("utf-8", "replace"), "stderr": err.decode("utf-8", "replace"),
-              "exit_code": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-              "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None}  # fmt: skip
+              "exit_code": exit_code, "signal": sig}  # fmt: skip
     if timed_out or result["signal"] == signal.SIGXCPU:
         total = len(job["inputs"]) if job["kind"] == "stdio" else len(job["tests"])
         return dict(result, status="timeout", passed=0, total=total, detail="time limit exceeded")

@@ -4,21 +4,28 @@ The interface follows open-r1's `utils/code_providers.py` idea: `CodeExecutionPr
 batch and returns one `ExecutionResult` per request, so a remote sandbox service can replace local execution.
 
 `LocalSandboxProvider` (the default) keeps one pre-started, clean interpreter ("zygote", `python -I -S`) per worker
-and forks a fresh child per execution, so no interpreter starts per program. The kernel does the isolation:
+and forks a fresh child per execution, so no interpreter starts per program. The kernel does the isolation, the same
+way whether the caller is root or not:
 
-1. each execution runs in a fresh child process in its own session / process group; the zygote is a child
-   subreaper, so anything that escapes the group (a daemonized grandchild) is reparented to it and killed, by uid
-   (`kill(-1)` run as the sandbox uid) and by a parent-pid scan;
+1. each program runs as PID 1 of a PID namespace of its own, in its own session: `kill(-1)`, `kill(getppid())`,
+   `killpg()` of the caller's group, ptrace and `/proc` reach only the program's own processes, and when PID 1 dies
+   the kernel kills the rest. The zygote sits in fresh network + IPC + mount namespaces; when the caller is not root
+   all of this lives inside a user namespace (the zygote's), and the program holds no capability in it;
 2. rlimits: `RLIMIT_CPU`, `RLIMIT_AS` (1 GiB), `RLIMIT_NPROC`, `RLIMIT_FSIZE`, `RLIMIT_NOFILE`, `RLIMIT_CORE=0`.
-   As root the child also drops to a uid of its own (one per worker), because root ignores `RLIMIT_NPROC` and can
-   write anywhere; `PR_SET_NO_NEW_PRIVS` keeps setuid binaries from giving privileges back;
-3. the working directory is fresh per execution and removed afterwards. With a mount namespace (the usual case)
-   it lives on a private, size-capped tmpfs that is /tmp; /proc, /var/tmp, /dev/shm and /run/lock are empty and
-   read-only, and a Python installed below an unreadable home is exposed alone. Without one: a temp directory;
+   As root the program also drops to a uid of its own (one per worker), because root ignores `RLIMIT_NPROC`;
+   `PR_SET_NO_NEW_PRIVS` keeps setuid binaries from giving privileges back;
+3. the host file system is read-only to the program; it writes only to a fresh working directory on a private,
+   size-capped tmpfs that is /tmp, removed afterwards. /proc, /var/tmp, /dev/shm and /run/lock are empty and
+   read-only, and a Python installed below an unreadable home is exposed alone;
 4. a scrubbed environment (no `HF_TOKEN`, no proxies), Python in isolated mode (`-I`);
-5. no network: the zygote's own network namespace (only a loopback that is down) where the OS allows it, else an
-   audit hook that blocks socket creation and program execution. `network_isolation()` says which is in force;
-6. a wall-clock timeout that kills the whole group, and stdout/stderr capped.
+5. no network: the zygote's own network namespace (only a loopback that is down);
+6. a wall-clock timeout that kills the program's whole PID namespace, and stdout/stderr capped.
+
+Where the kernel refuses these namespaces (`kernel.unprivileged_userns_clone=0`, Ubuntu 24.04's
+`kernel.apparmor_restrict_unprivileged_userns=1`, a container's seccomp profile), the first execution raises
+`SandboxIsolationError`, naming the cause and the fix. `allow_weak_isolation=True` accepts the weak mode instead
+(warned once): the program then runs as the caller's uid in its own session only, so it can signal and ptrace the
+caller's processes; only an audit hook blocks sockets and program execution.
 
 Not a proof of security: it shares the host kernel (no seccomp filter), and world-readable host files stay readable.
 Verdict integrity inside the process is the harness's job, see `_sandbox_harness.py`.
@@ -34,6 +41,7 @@ import struct
 import subprocess
 import sys
 import threading
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -58,8 +66,11 @@ class SandboxConfig:
         tmpfs_bytes (`int`, *optional*, defaults to `64 << 20`): size of each worker's private /tmp (all files a
             program writes).
         max_workers (`int` or `None`, *optional*, defaults to `None`): parallel executions; `None` = `os.cpu_count()`.
-        namespaces (`bool`, *optional*, defaults to `True`): use Linux namespaces when the OS allows; `False` forces
-            the fallback (process group + uid kill, temp dir, socket-blocking audit hook).
+        namespaces (`bool`, *optional*, defaults to `True`): use Linux namespaces; `False` asks for the weak mode
+            (own session, temp dir, socket-blocking audit hook), which also needs `allow_weak_isolation=True`.
+        allow_weak_isolation (`bool`, *optional*, defaults to `False`): where the kernel refuses namespaces, run in
+            the weak mode (warned once) instead of raising `SandboxIsolationError`. In the weak mode a program can
+            signal and ptrace every process of the caller's uid, the trainer included: use it only for trusted code.
         site_packages (`bool`, *optional*, defaults to `False`): let programs import installed packages (numpy ...).
     """
 
@@ -71,7 +82,13 @@ class SandboxConfig:
     output_bytes: int = field(default=1 << 16, metadata={"help": "Cap on captured stdout/stderr per stream."})
     tmpfs_bytes: int = field(default=64 << 20, metadata={"help": "Size of the private /tmp working directory."})
     max_workers: int | None = field(default=None, metadata={"help": "Parallel executions; None = os.cpu_count()."})
-    namespaces: bool = field(default=True, metadata={"help": "Use Linux namespaces where the OS allows."})
+    namespaces: bool = field(default=True, metadata={"help": "Use Linux namespaces; False asks for the weak mode."})
+    allow_weak_isolation: bool = field(
+        default=False,
+        metadata={
+            "help": "Where the kernel refuses namespaces, run weakly isolated (warned once) instead of raising."
+        },
+    )
     site_packages: bool = field(default=False, metadata={"help": "Let programs import installed packages."})
 
 
@@ -123,6 +140,52 @@ class CodeExecutionProvider(ABC):
         """Release workers / connections."""
 
 
+class SandboxIsolationError(RuntimeError):
+    """The kernel refused the namespaces the sandbox needs, and weak isolation was not allowed."""
+
+
+WEAK_WARNING = (
+    "trl_ppo_plus code sandbox: weak isolation (allow_weak_isolation=True). Cause: {cause}. Not isolated: programs "
+    "run as uid {uid} without a PID namespace, so they can signal (kill, SIGSTOP) and ptrace every process of that "
+    "uid, this trainer included, and see all processes in /proc; files that uid may write are writable unless a "
+    "mount namespace was granted ({mountns}); the network is blocked only by an in-process audit hook."
+)
+_warned = set()
+
+
+def _userns_hint() -> str:
+    """The kernel switches that refuse user namespaces, as set on this machine."""
+    found = []
+    for path in ("/proc/sys/kernel/unprivileged_userns_clone", "/proc/sys/kernel/apparmor_restrict_unprivileged_userns",
+                 "/proc/sys/user/max_user_namespaces"):  # fmt: skip
+        try:
+            with open(path) as f:
+                found.append(f"{path.removeprefix('/proc/sys/').replace('/', '.')}={f.read().strip()}")
+        except OSError:
+            pass
+    return ", ".join(found) or "no user-namespace sysctl found"
+
+
+def _check_isolation(info: dict, allow_weak: bool) -> None:
+    """Raise `SandboxIsolationError` when programs would not get a PID namespace, unless weak mode is allowed."""
+    if info["pidns"]:
+        return
+    cause = info.get("refused") or "no PID namespace"
+    if allow_weak:
+        if cause not in _warned:
+            _warned.add(cause)
+            warnings.warn(WEAK_WARNING.format(cause=cause, uid=os.geteuid(), mountns=info["mountns"]), stacklevel=4)
+        return
+    raise SandboxIsolationError(
+        f"The code sandbox cannot isolate programs on this machine: {cause} ({_userns_hint()}). Without a user + PID "
+        "namespace, a program under evaluation could kill or ptrace this process. Fix: allow unprivileged user "
+        "namespaces (`sysctl -w kernel.unprivileged_userns_clone=1`; on Ubuntu >= 23.10 "
+        "`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` or an AppArmor profile with `userns,` for this "
+        "Python; `user.max_user_namespaces` > 0; in Docker, a seccomp profile that allows unshare(CLONE_NEWUSER)), "
+        "or run as root. To accept weak isolation for trusted code instead, pass allow_weak_isolation=True."
+    )
+
+
 def outputs_match(got: str, expected: str) -> bool:
     """Whitespace-normalised comparison: the same tokens in the same order."""
     return got.split() == expected.split()
@@ -154,6 +217,11 @@ class _Zygote:
         if self.info is None:
             self.kill()
             raise RuntimeError("the sandbox worker failed to start")
+        try:
+            _check_isolation(self.info, config.allow_weak_isolation)
+        except SandboxIsolationError:
+            self.kill()
+            raise
 
     def _recv(self, timeout):
         head = self._read(4, timeout)
@@ -216,7 +284,9 @@ class LocalSandboxProvider(CodeExecutionProvider):
 
     @property
     def isolation(self) -> dict:
-        """What the OS granted: `netns`, `namespaces` (per-execution PID + mount), `root` (uid dropping)."""
+        """What the OS granted: `pidns` (a PID namespace per program), `userns` (all inside a user namespace: the
+        caller is not root), `netns`, `mountns`, `readonly_fs`, `drop_uid` (root: a uid per worker), and `refused`
+        (why a namespace was not granted, else `None`)."""
         if self._info is None:
             self._release(self._acquire())
         return dict(self._info)

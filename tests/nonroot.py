@@ -1,0 +1,150 @@
+"""Run test code as an unprivileged user, and refuse user namespaces the way a container's seccomp profile does.
+
+CI runs as root, but most users run the sandbox from an ordinary account. `unprivileged_account()` creates a throwaway
+account with `useradd` (root only) and `run_python()` runs a command as that account in a subprocess. Nothing on the
+machine is chmod-ed: the subprocess gets a private mount namespace in which every directory the account may not
+enter (e.g. /root, when Python lives in /root/.pyenv) is replaced by an empty tmpfs that holds only the paths the run
+needs (the interpreter's prefix, the venv, this checkout), read-only.
+
+`refuse_userns=True` installs a seccomp filter in the subprocess that fails `unshare(CLONE_NEWUSER)` and
+`clone(CLONE_NEWUSER)` with EPERM (and `clone3` with ENOSYS, so libc falls back to `clone`): the kernel-level refusal
+Docker's default profile applies, on a machine that otherwise allows user namespaces.
+"""
+
+import contextlib
+import ctypes
+import os
+import platform
+import pwd
+import shutil
+import struct
+import subprocess
+import sys
+
+from trl_ppo_plus.rewards._sandbox_worker import (
+    CLONE_NEWNS,
+    CLONE_NEWUSER,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    PR_SET_NO_NEW_PRIVS,
+    _check,
+    _libc,
+    _mount,
+    _unshare,
+)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 22, 2
+SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
+# (audit arch, unshare, clone, clone3) per machine
+SYSCALLS = {"x86_64": (0xC000003E, 272, 56, 435), "aarch64": (0xC00000B7, 97, 220, 435)}
+
+
+@contextlib.contextmanager
+def unprivileged_account():
+    """Yield the name of a fresh account with no privileges; remove it (and its processes) afterwards.
+
+    Raises `RuntimeError` (with the reason) when no account can be created: callers turn that into a skip."""
+    if os.geteuid() != 0:
+        yield pwd.getpwuid(os.geteuid()).pw_name  # already unprivileged: run as ourselves
+        return
+    if shutil.which("useradd") is None:
+        raise RuntimeError("useradd is not installed")
+    name = f"trlsbx{os.getpid() % 100000}"
+    made = subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "--user-group", name],
+                          capture_output=True, text=True)  # fmt: skip
+    if made.returncode != 0:
+        raise RuntimeError(f"useradd failed: {made.stderr.strip()}")
+    try:
+        yield name
+    finally:
+        subprocess.run(["pkill", "-KILL", "-u", name], capture_output=True)  # only the throwaway account's processes
+        subprocess.run(["userdel", "--remove", name], capture_output=True)
+
+
+def _untraversable(path, uid):
+    """The topmost directory above `path` that `uid` cannot enter (others' x bit unset, not the owner), or None."""
+    current = "/"
+    for part in os.path.realpath(path).strip("/").split("/"):
+        current = os.path.join(current, part)
+        st = os.stat(current)
+        if os.path.isdir(current) and st.st_uid != uid and not st.st_mode & 0o001:
+            return current
+    return None
+
+
+def _expose(paths, uid):
+    """In our (new, private) mount namespace: over each directory `uid` cannot enter, an empty tmpfs with only
+    `paths` bound back in, read-only."""
+    covers = {}
+    for path in paths:
+        top = _untraversable(path, uid)
+        if top is not None:
+            covers.setdefault(top, []).append(os.path.realpath(path))
+    stage = "/tmp"  # a tmpfs of our own to stage the binds while their parent is covered
+    for i, (top, inside) in enumerate(sorted(covers.items())):
+        held = []
+        for j, path in enumerate(inside):
+            hold = os.path.join(stage, f".expose-{os.getpid()}-{i}-{j}")
+            os.mkdir(hold)
+            _mount(path, hold, None, MS_BIND | MS_REC)
+            held.append((hold, path))
+        _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
+        for hold, path in held:
+            os.makedirs(path, mode=0o755, exist_ok=True)
+            _mount(hold, path, None, MS_BIND | MS_REC)
+            _mount("none", path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+
+
+def _seccomp_refuse_userns():
+    arch, unshare, clone, clone3 = SYSCALLS[platform.machine()]
+    ld_w_abs, jeq, jset, ret = 0x20, 0x15, 0x45, 0x06
+    program = [
+        (ld_w_abs, 0, 0, 4),  # seccomp_data.arch
+        (jeq, 1, 0, arch),
+        (ret, 0, 0, SECCOMP_RET_ALLOW),
+        (ld_w_abs, 0, 0, 0),  # seccomp_data.nr
+        (jeq, 0, 1, clone3),
+        (ret, 0, 0, SECCOMP_RET_ERRNO | 38),  # ENOSYS: libc falls back to clone(2), whose flags we can see
+        (jeq, 1, 0, unshare),
+        (jeq, 0, 3, clone),
+        (ld_w_abs, 0, 0, 16),  # low word of args[0]: the clone/unshare flags
+        (jset, 0, 1, CLONE_NEWUSER),
+        (ret, 0, 0, SECCOMP_RET_ERRNO | 1),  # EPERM
+        (ret, 0, 0, SECCOMP_RET_ALLOW),
+    ]
+    code = b"".join(struct.pack("=HBBI", *insn) for insn in program)
+    buf = ctypes.create_string_buffer(code, len(code))
+    prog = struct.pack("@HP", len(program), ctypes.addressof(buf))  # struct sock_fprog
+    libc = _libc()
+    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+    _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog, 0, 0))
+
+
+def run_python(argv, user, refuse_userns=False, env=None, timeout=600, cwd=ROOT):
+    """Run `sys.executable argv...` as `user` (root drops to it first); returns the `CompletedProcess`."""
+    entry = pwd.getpwnam(user)
+    paths = [sys.base_prefix, sys.prefix, ROOT]
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": entry.pw_dir, "LANG": "C.UTF-8",
+           "PYTHONDONTWRITEBYTECODE": "1", **(env or {})}  # fmt: skip
+
+    def prepare():
+        if os.geteuid() == 0:
+            _unshare(CLONE_NEWNS)
+            _mount("none", "/", None, MS_REC | MS_PRIVATE)
+            _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=256m,mode=1777")
+            _expose(paths, entry.pw_uid)
+            os.setgroups([])
+            os.setgid(entry.pw_gid)
+            os.setuid(entry.pw_uid)
+        if refuse_userns:
+            _seccomp_refuse_userns()
+
+    return subprocess.run([sys.executable, *argv], env=env, cwd=cwd, preexec_fn=prepare, capture_output=True,
+                          text=True, timeout=timeout)  # fmt: skip
