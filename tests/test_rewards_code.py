@@ -11,6 +11,7 @@ from trl_ppo_plus.rewards.sandbox import (
     ExecutionRequest,
     ExecutionResult,
     LocalSandboxProvider,
+    SandboxIsolationError,
     network_isolation,
     outputs_match,
 )
@@ -233,10 +234,18 @@ def test_network_isolation_is_reported():
     assert network_isolation() in ("netns", "socket-block")
 
 
-def test_fallback_without_namespaces_still_isolates(tmp_path):
-    """`namespaces=False` forces the fallback: temp dir, process-group + uid kill, socket-blocking audit hook."""
+def test_weak_mode_needs_an_explicit_opt_in():
+    """`namespaces=False` asks for the weak mode: refused unless `allow_weak_isolation=True`, never silently."""
     provider = LocalSandboxProvider(timeout=1.0, max_workers=1, namespaces=False)
-    assert provider.network_isolation == "socket-block"
+    with pytest.raises(SandboxIsolationError, match="namespaces=False.*allow_weak_isolation=True"):
+        provider.execute([ExecutionRequest("x = 1", tests=["assert x == 1"])])
+
+
+def test_fallback_without_namespaces_still_isolates(tmp_path):
+    """The weak mode (opted in): temp dir, process-group + uid kill, socket-blocking audit hook, a warning."""
+    provider = LocalSandboxProvider(timeout=1.0, max_workers=1, namespaces=False, allow_weak_isolation=True)
+    with pytest.warns(UserWarning, match="weak isolation.*Not isolated"):
+        assert provider.network_isolation == "socket-block"
     programs = [
         "def square(x):\n    return x * x",
         "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(30)\ndef square(x):\n    return x * x",
@@ -248,3 +257,21 @@ def test_fallback_without_namespaces_still_isolates(tmp_path):
     from test_sandbox_attacks import sandbox_processes
 
     assert sandbox_processes() == []  # the setsid'd sleeper was killed through its uid
+
+
+@pytest.mark.parametrize(
+    "program, tests",
+    [  # MBPP tasks whose function is named like a builtin, with their reference solutions
+        ("def sum(a, b):\n    return a + b", ["assert sum(1, 2) == 3", "assert sum(-1, 1) == 0"]),
+        ("def max(a, b, c):\n    return a if a > b and a > c else (b if b > c else c)", ["assert max(1, 5, 3) == 5"]),
+        ("import math\ndef pow(x, n):\n    return math.prod([x] * n)", ["assert pow(2, 10) == 1024"]),
+    ],
+)
+def test_program_may_define_the_builtin_it_is_tested_on(reward, program, tests):
+    assert reward([fenced(program)], test_list=[tests]) == [1.0]
+
+
+def test_builtin_shadow_next_to_the_function_under_test_is_ignored(reward):
+    """A `sorted` the program defines is not what `assert sorted(solve(1)) == [2]` calls: `solve` is under test."""
+    program = "def sorted(*a, **k):\n    return [2]\ndef solve(x):\n    return [0]"
+    assert reward([fenced(program)], test_list=[["assert sorted(solve(1)) == [2]"]]) == [0.0]

@@ -146,9 +146,8 @@ def compile_test(source, strict):
     return code, fn_code
 
 
-def modules_used(*codes):
-    """Preloaded modules the test code names: only these are restored before tests (restoring all costs a page
-    fault per touched object in every forked runner)."""
+def names_used(*codes):
+    """Every global name the test code reads (walking nested code objects)."""
     names, stack = set(), list(codes)
     while stack:
         code = stack.pop()
@@ -156,7 +155,13 @@ def modules_used(*codes):
             continue
         names.update(code.co_names)
         stack.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
-    return frozenset(names) & frozenset(PRELOAD)
+    return frozenset(names)
+
+
+def modules_used(names):
+    """Preloaded modules among `names`: only these are restored before tests (restoring all costs a page fault per
+    touched object in every forked runner)."""
+    return names & frozenset(PRELOAD)
 
 
 def _finish_hook(token, frame):
@@ -236,7 +241,7 @@ def _tmpfd(_open=os.open, _flags=os.O_TMPFILE | os.O_RDWR):
     return _open(".", _flags, 0o600)
 
 
-def _run_asserts(program, setup_code, tests, strict, mods, real_mods, bsnap, threads0, _exec=exec, _compile=compile,
+def _run_asserts(program, setup_code, tests, strict, mods, real_mods, bsnap, threads0, used, _exec=exec, _compile=compile,
                  _type=type, _fn=types.FunctionType, _count=_thread._count, _dict=dict, _tuple=tuple, _len=len,
                  _mem=MemoryError, _base=BaseException, _gc_disable=gc.disable, _plain=_h_plain, _mt=types.ModuleType,
                  _str=str, _modules=sys.modules):  # fmt: skip
@@ -257,11 +262,18 @@ def _run_asserts(program, setup_code, tests, strict, mods, real_mods, bsnap, thr
         d.update(items)
         if _type(mod) is not _mt:
             return "tamper", f"module {name} was replaced", (), 0
-    # The tests see the program's globals, minus anything posing as a builtin (`def sorted(x): return [2]`) and with
-    # the real module behind every preloaded module name. Only exact-str keys: no user __hash__/__eq__ runs here.
+    # The tests see the program's globals with the real module behind every preloaded module name. A global named
+    # like a builtin stays only when it is what the tests are about: when they read no other name the program
+    # defined (MBPP's `def sum(a, b)` tested by `assert sum(1, 2) == 3`). Next to a function under test it is a
+    # forgery (`def sorted(x): return [2]` against `assert sorted(solve(1)) == [2]`) and the real builtin is used.
+    # Only exact-str keys: no user __hash__/__eq__ runs here.
     bdict, mdict, ns = _dict(bsnap), _dict(real_mods), {}
+    shadows_ok = 1
+    for k in g:
+        if _type(k) is _str and k in used and k not in bdict and k[:2] != "__":
+            shadows_ok = 0
     for k, v in g.items():
-        if _type(k) is not _str or (k in bdict and k[:2] != "__"):
+        if _type(k) is not _str or (k in bdict and k[:2] != "__" and not (shadows_ok and k in used)):
             continue
         ns[k] = mdict[k] if k in mdict and _type(v) is not _fn else v
     ns["__builtins__"] = bdict
@@ -354,7 +366,8 @@ def run(job, compiled, snap, network_block, proc_visible, _exit=os._exit, _dumps
     strict, kind = bool(job.get("strict", True)), job["kind"]
     program, out_cap = str(job["program"]), int(job["limits"]["output_bytes"])
     inputs = tuple(str(x) for x in job.get("inputs") or ())
-    setup_code, tests, broken, restore = compiled or (None, (), None, frozenset())
+    setup_code, tests, broken, used = compiled or (None, (), None, frozenset())
+    restore = modules_used(used)
     if broken:
         kind = "broken"
     del job
@@ -371,7 +384,7 @@ def run(job, compiled, snap, network_block, proc_visible, _exit=os._exit, _dumps
         phase, detail, verdicts, memory, outputs = _run_stdio(program, inputs, out_cap)
     else:
         phase, detail, verdicts, memory = _run_asserts(program, setup_code, tests, strict, mods, real_mods, bsnap,
-                                                       threads0)  # fmt: skip
+                                                       threads0, used)  # fmt: skip
     try:
         payload = _dumps((phase, detail, verdicts, memory, outputs))
     except BaseException:

@@ -401,7 +401,7 @@ def _compile_tests(job):
         try:
             setup = harness.compile_setup(key[0], key[2])
             tests = tuple(harness.compile_test(t, key[2]) for t in key[1])
-            _COMPILED[key] = (setup, tests, None, harness.modules_used(setup, *(t[0] for t in tests)))
+            _COMPILED[key] = (setup, tests, None, harness.names_used(setup, *(t[0] for t in tests)))
         except BaseException as exc:  # a broken test is the dataset's fault; reported, never a pass
             _COMPILED[key] = (None, (), "invalid test code: " + harness._describe(exc), frozenset())
     return _COMPILED[key]
