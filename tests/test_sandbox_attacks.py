@@ -1,5 +1,8 @@
 """Attack suite for the local code sandbox: every program scores 0.0, returns within timeout + 1 s, and leaves the
-host unchanged (canary files intact, nothing written outside, no connection made, no stray process, parent alive).
+host unchanged (canary files intact, nothing written outside, no connection made, no stray process, the caller and a
+bystander process of the same user alive, not stopped, not traced, their /proc entries unchanged).
+
+It runs as root here and, through `test_sandbox_nonroot.py`, again as a throwaway unprivileged account.
 
 Programs that try to *leak* something (an env secret, a socket connection, the canary's content) turn the leak into
 a passing answer, so a leak shows up as a non-zero score, not only in the host checks.
@@ -8,6 +11,8 @@ a passing answer, so a leak shows up as a non-zero score, not only in the host c
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -28,17 +33,50 @@ def _uid_range():
     return range(base, base + 1024)
 
 
-def sandbox_processes():
-    """Host pids of processes running as one of this test process's sandbox uids."""
-    uids, found = _uid_range(), []
+def _status(pid):
+    """{field: value} of /proc/<pid>/status, or None when the process is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return dict(line.rstrip("\n").split(":\t", 1) for line in f if ":\t" in line)
+    except OSError:
+        return None
+
+
+def _zygotes():
+    me = str(os.getpid())
+    found = set()
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            with open(f"/proc/{pid}/status") as f:
-                uid = next(int(line.split()[1]) for line in f if line.startswith("Uid:"))
-        except (OSError, StopIteration):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmd = f.read()
+        except OSError:
             continue
-        if uid in uids:
-            found.append(int(pid))
+        status = _status(pid)
+        if status and status.get("PPid") == me and b"_sandbox_worker.py" in cmd:
+            found.add(int(pid))
+    return found
+
+
+def sandbox_processes(keep=()):
+    """Host pids of processes a sandboxed program left behind: any process of one of this test process's sandbox uids
+    (root), any descendant of this process other than the workers themselves and `keep`, and, when not root, any
+    other process of our uid (the throwaway account runs nothing else)."""
+    uids, me, keep = _uid_range(), os.getpid(), {os.getpid(), *_zygotes(), *keep}
+    table = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        status = _status(pid)
+        if status is not None:
+            table[int(pid)] = (int(status["Uid"].split()[0]), int(status["PPid"]))
+    found = []
+    for pid, (uid, ppid) in table.items():
+        if pid in keep:
+            continue
+        ancestors, p = set(), ppid
+        while p in table and p not in ancestors:
+            ancestors.add(p)
+            p = table[p][1]
+        if uid in uids or me in ancestors or (os.geteuid() != 0 and uid == os.geteuid()):
+            found.append(pid)
     return found
 
 
@@ -58,6 +96,27 @@ class Host:
         threading.Thread(target=self._accept, daemon=True).start()
         self.outside = [f"/tmp/sandbox-pwned-{os.getpid()}", f"/var/tmp/sandbox-pwned-{os.getpid()}",
                         f"/dev/shm/sandbox-pwned-{os.getpid()}", str(root / "pwned.txt")]  # fmt: skip
+        # A canary outside /tmp, in a directory the caller owns: only the read-only host mounts protect it when the
+        # program runs as the caller's own uid (not root).
+        self.home_canary = os.path.join(os.path.expanduser("~"), f".trl-sandbox-canary-{os.getpid()}")
+        with open(self.home_canary, "w") as f:
+            f.write("canary")
+        self.outside.append(os.path.expanduser(f"~/sandbox-pwned-{os.getpid()}"))
+        # A process of the same user started before any reward call: the trainer's neighbour, or the user's shell.
+        self.bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
+        self.watch = (os.getpid(), self.bystander.pid)
+        self.proc_state = {pid: self._proc_entries(pid) for pid in self.watch}
+
+    @staticmethod
+    def _proc_entries(pid):
+        out = {}
+        for name in ("comm", "oom_score_adj", "coredump_filter", "timerslack_ns"):
+            try:
+                with open(f"/proc/{pid}/{name}") as f:
+                    out[name] = f.read()
+            except OSError:
+                out[name] = None
+        return out
 
     def _accept(self):
         while True:
@@ -70,18 +129,37 @@ class Host:
 
     def fmt(self, program):
         return program.format(
-            canary=str(self.canary), dir=str(self.dir), port=self.port, ppid=os.getpid(), outside=self.outside
-        )
+            canary=str(self.canary), dir=str(self.dir), port=self.port, ppid=os.getpid(), outside=self.outside,
+            caller=os.getpid(), pgid=os.getpgid(0), sid=os.getsid(0), bystander=self.bystander.pid,
+            home_canary=self.home_canary, python=sys.executable,
+        )  # fmt: skip
 
     def assert_unchanged(self):
         assert self.canary.read_text() == "canary"
+        with open(self.home_canary) as f:
+            assert f.read() == "canary"
+        assert self.bystander.poll() is None, "the bystander was killed"
+        for pid in self.watch:
+            status = _status(pid)
+            assert status["State"][0] not in "Tt", f"process {pid} was stopped"
+            assert status["TracerPid"] == "0", f"process {pid} is being traced"
+            assert self._proc_entries(pid) == self.proc_state[pid], f"/proc/{pid} was written to"
         assert sorted(p.name for p in self.dir.iterdir()) == ["canary.txt"]
         assert [p for p in self.outside if os.path.exists(p)] == []
         assert self.connections == 0
         deadline = time.monotonic() + 1.0
-        while sandbox_processes() and time.monotonic() < deadline:
+        while self.strays() and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert sandbox_processes() == []
+        assert self.strays() == []
+
+    def strays(self):
+        return sandbox_processes(keep=[self.bystander.pid])
+
+    def close(self):
+        self.server.close()
+        self.bystander.kill()
+        self.bystander.wait()
+        os.remove(self.home_canary)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +167,7 @@ def host(tmp_path_factory):
     os.environ["HF_TOKEN"] = SECRET  # the parent has a secret; the sandbox must not see it
     h = Host(tmp_path_factory.mktemp("host"))
     yield h
-    h.server.close()
+    h.close()
     os.environ.pop("HF_TOKEN", None)
 
 
@@ -99,6 +177,13 @@ def reward(host):
     yield r
     r.provider.close()
 
+
+# A program that runs `code` in a fresh interpreter (no audit hook there) with libc at hand; its stdout lands in `out`.
+NATIVE = (
+    "import subprocess\ncode = {code!r}\ntry:\n    out = subprocess.run([{{python!r}}, '-I', '-S', '-c', "
+    "'import ctypes, os\\nlibc = ctypes.CDLL(None, use_errno=True)\\n' + code], capture_output=True, timeout=0.8)"
+    ".stdout\nexcept Exception:\n    out = b''\n"
+)
 
 ATTACKS = {
     "fork_bomb": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
@@ -161,6 +246,52 @@ ATTACKS = {
     "ctypes_memory": "try:\n    import ctypes\n    LEAKED = True\nexcept Exception:\n    LEAKED = False" + LEAK,
     "settrace_skip": "import sys\ntry:\n    sys.settrace(lambda *a: None)\n    LEAKED = True\n"
     "except RuntimeError:\n    LEAKED = False" + LEAK,
+    # --- attacks on the caller (the trainer) and on a bystander process of the same user
+    "kill_caller": "import os, signal\nfor sig in (signal.SIGKILL, signal.SIGTERM, signal.SIGINT):\n"
+    "    for pid in ({caller}, {bystander}):\n        try:\n            os.kill(pid, sig)\n        except OSError:\n"
+    "            pass" + WRONG,
+    "killpg_caller_group": "import os, signal\nfor group in ({pgid}, {sid}):\n    try:\n"
+    "        os.killpg(group, signal.SIGKILL)\n    except OSError:\n        pass\n    try:\n"
+    "        os.kill(-group, signal.SIGKILL)\n    except OSError:\n        pass" + WRONG,
+    "sigstop_caller": "import os, signal\nfor pid in ({caller}, {bystander}, -{pgid}):\n    try:\n"
+    "        os.kill(pid, signal.SIGSTOP)\n    except OSError:\n        pass" + WRONG,
+    "kill_pid_range": "import os\nfor pid in range(max(2, {caller} - 3000), {caller} + 3000):\n    try:\n"
+    "        os.kill(pid, 9)\n    except OSError:\n        pass" + WRONG,
+    "pidfd_signal": "import os, signal\nfor pid in ({caller}, {bystander}):\n    try:\n"
+    "        signal.pidfd_send_signal(os.pidfd_open(pid), signal.SIGKILL)\n    except OSError:\n        pass" + WRONG,
+    "proc_write_caller": "for pid in ({caller}, {bystander}):\n    for name, data in (('oom_score_adj', '1000'), "
+    "('comm', 'pwned'), ('coredump_filter', '0'), ('timerslack_ns', '1'), ('clear_refs', '1'), ('mem', 'x')):\n"
+    "        try:\n            with open(f'/proc/{{pid}}/{{name}}', 'w') as f:\n                f.write(data)\n"
+    "        except Exception:\n            pass" + WRONG,
+    "scan_proc": "import os\ntry:\n    LEAKED = any(p.isdigit() and p != '1' for p in os.listdir('/proc'))\n"
+    "except Exception:\n    LEAKED = False" + LEAK,
+    "setpgid_into_caller_group": "import os\ntry:\n    os.setpgid(0, {pgid})\n    LEAKED = True\n"
+    "except OSError:\n    LEAKED = False" + LEAK,
+    "home_canary_write": "import os\nfor f in (lambda: open({home_canary!r}, 'w').write('pwned'),\n"
+    "          lambda: os.remove({home_canary!r}), lambda: open({outside!r}[-1], 'w').write('x')):\n"
+    "    try:\n        f()\n    except OSError:\n        pass" + WRONG,
+    # --- native code in a fresh interpreter, where no audit hook of ours runs: only the kernel stands in the way
+    "native_kill": NATIVE.format(code="for pid in (-1, {caller}, -{pgid}, {bystander}):\n    libc.kill(pid, 9)\n")
+    + WRONG,
+    "ptrace_attach": NATIVE.format(
+        code="for pid in ({caller}, {bystander}):\n    if libc.ptrace(16, pid, 0, 0) == 0:\n        print('LEAK')\n"
+    )
+    + "LEAKED = b'LEAK' in out"
+    + LEAK,
+    "native_proc_write": NATIVE.format(
+        code="for pid in ({caller}, {bystander}):\n    for name in ('mem', 'oom_score_adj', 'comm'):\n"
+        "        try:\n            with open('/proc/%d/%s' % (pid, name), 'wb') as f:\n"
+        "                f.write(b'1000' if name != 'mem' else b'x')\n            print('LEAK')\n"
+        "        except OSError:\n            pass\n"
+    )
+    + "LEAKED = b'LEAK' in out"
+    + LEAK,
+    "unshare_regain_caps": NATIVE.format(
+        code="libc.unshare(0x10000000 | 0x20000)\nlibc.mount(b'proc', b'/proc', b'proc', 0, None)\n"
+        "print('LEAK' if str({caller}) in os.listdir('/proc') else 'no')\n"
+    )
+    + "LEAKED = b'LEAK' in out"
+    + LEAK,
 }
 SPECIAL_TESTS = {  # attacks aimed at a particular kind of assert
     "override_builtins": ["assert sorted(solve(1)) == [2]"],
@@ -186,6 +317,14 @@ def test_limits_work_on_a_harmless_program(reward, host):
 def test_a_leak_would_score(reward):
     """Control: the LEAK pattern does score when the attack gets through, so 0.0 above means it did not."""
     assert reward([f"```python\nLEAKED = True{LEAK}```"], test_list=[TESTS]) == [1.0]
+
+
+def test_native_attacks_do_run(reward, host):
+    """Control: a fresh interpreter with ctypes does start inside the sandbox, so the native attacks are real tries."""
+    program = host.fmt(
+        NATIVE.format(code="print('LEAK' if libc.getpid() > 0 else 'no')\n") + "LEAKED = b'LEAK' in out"
+    )
+    assert reward([f"```python\n{program}{LEAK}```"], test_list=[TESTS]) == [1.0]
 
 
 @pytest.mark.parametrize("name", list(ATTACKS))
@@ -215,7 +354,8 @@ def test_stdio_forged_output_marker_scores_zero(reward, host):
 
 def test_batch_of_attacks_in_parallel_is_bounded(reward, host):
     """Everything at once, two workers: still 0.0 each, and the batch ends within ceil(n/2) timeouts + 1 s."""
-    names = ["fork_bomb", "memory_bomb", "sleep_forever", "daemonized_grandchild", "kill_parent", "huge_output"]
+    names = ["fork_bomb", "memory_bomb", "sleep_forever", "daemonized_grandchild", "kill_parent", "huge_output",
+             "kill_caller", "sigstop_caller"]  # fmt: skip
     completions = [f"```python\n{host.fmt(ATTACKS[n])}\n```" for n in names]
     start = time.monotonic()
     scores = reward(completions, test_list=[TESTS] * len(names))

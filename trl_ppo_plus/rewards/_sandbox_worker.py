@@ -122,9 +122,9 @@ def _setup_zygote(uid, use_namespaces, tmpfs_bytes):
             real_uid, real_gid = os.geteuid(), os.getegid()
             _unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC)
             _write_file("/proc/self/setgroups", "deny")
-            _write_file("/proc/self/uid_map", f"0 {real_uid} 1")
-            _write_file("/proc/self/gid_map", f"0 {real_gid} 1")
-            info["userns"] = True  # only one uid is mapped in it: runners drop capabilities instead of the uid
+            _write_file("/proc/self/uid_map", f"{real_uid} {real_uid} 1")  # the program sees its own uid
+            _write_file("/proc/self/gid_map", f"{real_gid} {real_gid} 1")
+            info["userns"] = True  # one uid is mapped in it: runners drop capabilities instead of the uid
         info["netns"] = True
     except OSError as exc:
         what = "unshare(CLONE_NEWNET)" if root else "unshare(CLONE_NEWUSER)"
