@@ -21,7 +21,7 @@ import struct
 import subprocess
 import sys
 
-from trl_ppo_plus.rewards._sandbox_worker import (
+from trl_ppo_plus.rewards._sandbox_kernel import (
     CLONE_NEWNS,
     CLONE_NEWUSER,
     MS_BIND,
@@ -32,10 +32,10 @@ from trl_ppo_plus.rewards._sandbox_worker import (
     MS_REC,
     MS_REMOUNT,
     PR_SET_NO_NEW_PRIVS,
-    _check,
-    _libc,
-    _mount,
-    _unshare,
+    check,
+    load_libc,
+    mount,
+    unshare,
 )
 
 
@@ -93,13 +93,13 @@ def _expose(paths, uid):
         for j, path in enumerate(inside):
             hold = os.path.join(stage, f".expose-{os.getpid()}-{i}-{j}")
             os.mkdir(hold)
-            _mount(path, hold, None, MS_BIND | MS_REC)
+            mount(path, hold, None, MS_BIND | MS_REC)
             held.append((hold, path))
-        _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
+        mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
         for hold, path in held:
             os.makedirs(path, mode=0o755, exist_ok=True)
-            _mount(hold, path, None, MS_BIND | MS_REC)
-            _mount("none", path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+            mount(hold, path, None, MS_BIND | MS_REC)
+            mount("none", path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
 
 
 def _seccomp_refuse_userns():
@@ -122,9 +122,9 @@ def _seccomp_refuse_userns():
     code = b"".join(struct.pack("=HBBI", *insn) for insn in program)
     buf = ctypes.create_string_buffer(code, len(code))
     prog = struct.pack("@HP", len(program), ctypes.addressof(buf))  # struct sock_fprog
-    libc = _libc()
-    _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
-    _check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog, 0, 0))
+    libc = load_libc()
+    check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+    check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog, 0, 0))
 
 
 def run_python(argv, user, refuse_userns=False, env=None, timeout=600, cwd=ROOT):
@@ -136,9 +136,9 @@ def run_python(argv, user, refuse_userns=False, env=None, timeout=600, cwd=ROOT)
 
     def prepare():
         if os.geteuid() == 0:
-            _unshare(CLONE_NEWNS)
-            _mount("none", "/", None, MS_REC | MS_PRIVATE)
-            _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=256m,mode=1777")
+            unshare(CLONE_NEWNS)
+            mount("none", "/", None, MS_REC | MS_PRIVATE)
+            mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=256m,mode=1777")
             _expose(paths, entry.pw_uid)
             os.setgroups([])
             os.setgid(entry.pw_gid)

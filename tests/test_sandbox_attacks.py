@@ -173,7 +173,9 @@ def host(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def reward(host):
-    r = make_code_reward(timeout=TIMEOUT, max_workers=2, processes=32)
+    # TRL_SANDBOX_TEST_WEAK=1: measure the weak mode instead (test_sandbox_nonroot.py, with user namespaces refused)
+    weak = os.environ.get("TRL_SANDBOX_TEST_WEAK") == "1"
+    r = make_code_reward(timeout=TIMEOUT, max_workers=2, processes=32, allow_weak_isolation=weak)
     yield r
     r.provider.close()
 

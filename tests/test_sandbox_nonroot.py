@@ -7,6 +7,8 @@ import re
 import pytest
 from nonroot import run_python, unprivileged_account
 
+from trl_ppo_plus.rewards._sandbox_kernel import landlock_abi
+
 
 @pytest.fixture(scope="module")
 def user():
@@ -59,7 +61,7 @@ def test_refused_user_namespaces_raise_a_clear_error(user):
     assert "unshare(CLONE_NEWUSER) failed: Operation not permitted" in error
     assert "unprivileged_userns_clone" in error and "allow_weak_isolation=True" in error
     assert out.count("WEAK: passed False") == 2
-    assert "WARNINGS: 1 " in out and "can signal (kill, SIGSTOP) and ptrace every process" in out
+    assert "WARNINGS: 1 " in out and "Not isolated: programs run as uid" in out
 
 
 def test_unrefused_user_namespaces_isolate_the_unprivileged_user(user):
@@ -71,3 +73,23 @@ def test_unrefused_user_namespaces_isolate_the_unprivileged_user(user):
     )
     run = run_python(["-c", probe], user, timeout=120)
     assert run.stdout.split() == ["True", "True", "True", "True", "True", "False"], run.stdout + run.stderr[-2000:]
+
+
+# What the weak mode does not isolate, as measured: the tests of the attack suite it fails (all others pass).
+WEAK_GAPS = {
+    "test_limits_work_on_a_harmless_program",  # RLIMIT_NPROC counts every process of the caller's uid
+    "test_native_attacks_do_run",  # starting programs is blocked by the audit hook (no network namespace)
+    "test_attack_scores_zero_and_leaves_host_unchanged[read_canary]",  # files the uid can read stay readable
+    "test_attack_scores_zero_and_leaves_host_unchanged[scan_proc]",  # /proc shows every process
+}
+
+
+@pytest.mark.skipif(landlock_abi() < 6, reason="the weak mode keeps the caller alive only with Landlock ABI >= 6")
+def test_weak_mode_with_landlock_keeps_the_caller_and_bystander_safe(user):
+    """User namespaces refused, `allow_weak_isolation=True`: Landlock stops every kill, SIGSTOP, ptrace, /proc write
+    and file write of the attack suite; what stays open is exactly `WEAK_GAPS`."""
+    argv = ["-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", "tests/test_sandbox_attacks.py"]
+    run = run_python(argv, user, refuse_userns=True, env={"TRL_SANDBOX_TEST_WEAK": "1"}, timeout=400)
+    failed = set(re.findall(r"^FAILED tests/test_sandbox_attacks.py::(\S+)", run.stdout, re.M))
+    assert failed == WEAK_GAPS, run.stdout[-4000:] + run.stderr[-2000:]
+    print(f"\nweak mode as {user}: {run.stdout.strip().splitlines()[-1]}")

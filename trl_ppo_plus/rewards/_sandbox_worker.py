@@ -34,198 +34,20 @@ import sys
 import time
 
 
-def _load_harness():
+def _load(name):
     # By path, never via sys.path: this directory holds `math.py`, which must not shadow the stdlib for anyone.
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sandbox_harness.py")
-    spec = importlib.util.spec_from_file_location("_sandbox_harness", path)
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
-harness = _load_harness()
+harness = _load("_sandbox_harness")
+kernel = _load("_sandbox_kernel")
 
 
-CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = (
-    0x20000,
-    0x8000000,
-    0x10000000,
-    0x20000000,
-    0x40000000,
-)
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
-    1,
-    2,
-    4,
-    8,
-    32,
-    4096,
-    16384,
-    1 << 18,
-)
-MNT_DETACH, AT_RECURSIVE, MOUNT_ATTR_RDONLY, SYS_MOUNT_SETATTR = 2, 0x8000, 1, 442  # 442 on x86_64 and arm64 alike
-PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 24, 36, 38
-PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, LINUX_CAPABILITY_VERSION_3 = 47, 4, 0x20080522
-_PROC_FD = None  # the zygote's handle on the real /proc once its own /proc is covered
 _SNAPSHOT = None
-
-
-_LIBC = None
-
-
-def _libc():
-    """libc through ctypes, loaded once in the zygote; runners drop every reference before the program starts."""
-    global _LIBC
-    if _LIBC is None:
-        import ctypes
-
-        _LIBC = ctypes.CDLL(None, use_errno=True)
-    return _LIBC
-
-
-def _check(ret):
-    if ret != 0:
-        import ctypes
-
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
-def _unshare(flags):
-    _check(_libc().unshare(flags))
-
-
-def _mount(source, target, fstype, flags, data=None):
-    _check(_libc().mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
-                         data.encode() if data else None))  # fmt: skip
-
-
-def _write_file(path, text):
-    with open(path, "w") as f:
-        f.write(text)
-
-
-def _setup_zygote(uid, use_namespaces, tmpfs_bytes):
-    """Enter fresh network + IPC namespaces (as root directly, else inside a user namespace), check that each run
-    can get a PID namespace of its own, and report what the kernel granted (`refused` says why it did not)."""
-    root = os.geteuid() == 0
-    info = {"root": root, "drop_uid": root, "uid": uid, "userns": False, "netns": False, "mountns": False,
-            "pidns": False, "readonly_fs": False, "refused": None}  # fmt: skip
-    _check(_libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))  # orphans of our runners become our children
-    if not use_namespaces:
-        info["refused"] = "namespaces=False was requested"
-        return info
-    try:
-        if root:
-            _unshare(CLONE_NEWNET | CLONE_NEWIPC)
-        else:
-            real_uid, real_gid = os.geteuid(), os.getegid()
-            _unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC)
-            _write_file("/proc/self/setgroups", "deny")
-            _write_file("/proc/self/uid_map", f"{real_uid} {real_uid} 1")  # the program sees its own uid
-            _write_file("/proc/self/gid_map", f"{real_gid} {real_gid} 1")
-            info["userns"] = True  # one uid is mapped in it: runners drop capabilities instead of the uid
-        info["netns"] = True
-    except OSError as exc:
-        what = "unshare(CLONE_NEWNET)" if root else "unshare(CLONE_NEWUSER)"
-        info["refused"] = f"{what} failed: {exc.strerror} (errno {exc.errno})"
-        return info
-    info["pidns"] = _probe(_pidns_probe)
-    if not info["pidns"]:
-        info["refused"] = "unshare(CLONE_NEWPID) failed inside the sandbox's namespaces"
-    info["mountns"] = _probe(_mountns_probe)
-    if info["mountns"]:
-        info["readonly_fs"] = _prepare_mounts(_hidden_prefix() if info["drop_uid"] else None, tmpfs_bytes)
-    return info
-
-
-def _probe(fn):
-    """Run `fn` in a forked child; True when it exits 0."""
-    pid = os.fork()
-    if pid == 0:
-        try:
-            os._exit(fn())
-        except BaseException:
-            os._exit(1)
-    return os.waitpid(pid, 0)[1] == 0
-
-
-def _pidns_probe():
-    _unshare(CLONE_NEWPID)
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0 if os.getpid() == 1 else 1)
-    return 0 if os.waitpid(pid, 0)[1] == 0 else 1
-
-
-def _mountns_probe():
-    _unshare(CLONE_NEWNS)
-    _mount("none", "/", None, MS_REC | MS_PRIVATE)
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m")
-    return 0
-
-
-def _prepare_mounts(hidden, tmpfs_bytes):
-    """The zygote's own mount namespace, set up once and shared by its runners (one at a time):
-
-    - /tmp is a private tmpfs of `tmpfs_bytes`, owned by root; each run gets a fresh /tmp/run owned by the sandbox
-      uid, removed afterwards. Nothing a program writes reaches the host's disk or the host's /tmp.
-    - every host mount is read-only (`mount_setattr`, Linux >= 5.12): a program cannot change a host file, not even
-      one its uid owns (which matters when the caller is not root and the program runs as the caller's uid);
-    - /proc and the other world-writable dirs (/var/tmp, /dev/shm, /run/lock) are empty read-only tmpfs: a program
-      sees no process at all in /proc (the zygote keeps a handle on the real one for its cleanup scans).
-    - when the interpreter sits below a dir others cannot enter (e.g. /root/.pyenv), that dir becomes an empty
-      tmpfs holding only the Python prefix, so the rest of it stays hidden.
-
-    Returns whether the host mounts could be made read-only.
-    """
-    global _PROC_FD
-    _PROC_FD = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)  # our own view for cleanup scans; runners close it
-    _unshare(CLONE_NEWNS)
-    _mount("none", "/", None, MS_REC | MS_PRIVATE)  # nothing we mount propagates back to the host
-    readonly = _readonly_tree("/")
-    _mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_bytes},mode=0755")
-    if hidden is not None:
-        _expose_prefix(*hidden)
-    for path in ("/var/tmp", "/dev/shm", "/run/lock", "/proc"):
-        if os.path.isdir(path):
-            _mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k")
-    return readonly
-
-
-def _readonly_tree(path):
-    """Make every mount at and below `path` read-only in our mount namespace (one `mount_setattr` call)."""
-    import ctypes
-
-    attr = struct.pack("=QQQQ", MOUNT_ATTR_RDONLY, 0, 0, 0)  # struct mount_attr: attr_set, attr_clr, propagation, fd
-    libc = _libc()
-    libc.syscall.restype = ctypes.c_long
-    ret = libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(-100), path.encode(),
-                       ctypes.c_uint(AT_RECURSIVE), attr, ctypes.c_size_t(len(attr)))  # fmt: skip
-    return ret == 0
-
-
-def _hidden_prefix():
-    """(top, prefix) when the Python prefix sits below a directory the sandbox uid cannot traverse, else None."""
-    prefix, top, path = os.path.realpath(sys.base_prefix), None, "/"
-    for part in prefix.strip("/").split("/"):
-        path = os.path.join(path, part)
-        if top is None and not os.stat(path).st_mode & 0o001:
-            top = path
-    return None if top is None else (top, prefix)
-
-
-def _expose_prefix(top, prefix):
-    """Over `top` put an empty tmpfs holding only the Python prefix: the interpreter works, the rest stays hidden."""
-    stage = "/tmp/.python-stage"
-    os.mkdir(stage)
-    _mount(prefix, stage, None, MS_BIND | MS_REC)
-    _mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
-    os.makedirs(prefix, mode=0o755)
-    _mount(stage, prefix, None, MS_BIND | MS_REC)
-    _mount("none", prefix, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
-    _check(_libc().umount2(stage.encode(), MNT_DETACH))
-    os.rmdir(stage)
 
 
 def _runner(job, compiled, info, workdir, fds):
@@ -238,7 +60,7 @@ def _runner(job, compiled, info, workdir, fds):
         if not info["pidns"]:
             _program(job, compiled, info, workdir, fds, supervisors=1)
         os.setsid()  # our own group: the zygote's backstop kill reaches us
-        _unshare(CLONE_NEWPID)  # for our children only: the first one is PID 1 of the new namespace
+        kernel.unshare(kernel.CLONE_NEWPID)  # for our children only: the first one is PID 1 of the new namespace
         pid = os.fork()
         if pid == 0:
             _program(job, compiled, info, workdir, fds, supervisors=3)
@@ -254,21 +76,6 @@ def _runner(job, compiled, info, workdir, fds):
     except BaseException:
         pass
     os._exit(code)
-
-
-def _drop_capabilities():
-    """Empty every capability set of this process (and the bounding set, so nothing an exec'd program runs
-    brings them back). Used in a user namespace, where the program keeps the mapped uid 0 but must hold no power
-    over the namespace's mounts or members."""
-    import ctypes
-
-    libc = _libc()
-    cap = 0
-    while libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
-        cap += 1
-    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    header = struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0)
-    _check(libc.capset(header, ctypes.create_string_buffer(24)))  # effective, permitted, inheritable = 0 (x2 words)
 
 
 def _program(job, compiled, info, workdir, fds, supervisors):
@@ -304,12 +111,14 @@ def _program(job, compiled, info, workdir, fds, supervisors):
             os.setgid(info["uid"])
             os.setuid(info["uid"])  # a uid of our own: RLIMIT_NPROC applies, host files are read-only to us
         elif info["userns"]:
-            _drop_capabilities()
-        libc = _libc()
-        _check(libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))  # setuid binaries cannot raise privileges
-        _check(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))  # supervisor gone -> we are gone
+            kernel.drop_capabilities()
+        libc = kernel.load_libc()
+        kernel.check(libc.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))  # setuid binaries cannot raise privileges
+        kernel.check(libc.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))  # supervisor gone -> we are gone
+        if not info["pidns"] and info["landlock"]:  # weak mode: Landlock keeps signals, ptrace and writes inside
+            kernel.landlock_confine(workdir, info["landlock"])
         del libc
-        globals()["_LIBC"] = None
+        kernel.LIBC = None
         for name in ("ctypes", "_ctypes", "ctypes._endian"):  # a fresh `import ctypes` now hits the audit hook
             sys.modules.pop(name, None)
         os.environ.clear()
@@ -361,10 +170,10 @@ def _children_left():
 
 
 def _kill_children():
-    me, proc = str(os.getpid()), _PROC_FD if _PROC_FD is not None else "/proc"
+    me, proc = str(os.getpid()), kernel.PROC_FD if kernel.PROC_FD is not None else "/proc"
     for pid in filter(str.isdigit, os.listdir(proc)):
         try:
-            fd = os.open(f"{pid}/stat", os.O_RDONLY, dir_fd=_PROC_FD) if _PROC_FD is not None else None
+            fd = os.open(f"{pid}/stat", os.O_RDONLY, dir_fd=kernel.PROC_FD) if kernel.PROC_FD is not None else None
             fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY) if fd is None else fd
             try:
                 stat = os.read(fd, 4096).decode()
@@ -525,7 +334,7 @@ def _run_one(job, info):
 def main(argv):
     uid = int(argv[argv.index("--uid") + 1])
     tmpfs_bytes = int(argv[argv.index("--tmpfs-bytes") + 1]) if "--tmpfs-bytes" in argv else 64 << 20
-    info = _setup_zygote(uid, "--no-namespaces" not in argv, tmpfs_bytes)
+    info = kernel.setup_zygote(uid, "--no-namespaces" not in argv, tmpfs_bytes)
     harness.preload()
     global _SNAPSHOT
     _SNAPSHOT = harness.snapshot()  # the interpreter state every runner starts from, taken once

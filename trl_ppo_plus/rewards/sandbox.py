@@ -144,12 +144,30 @@ class SandboxIsolationError(RuntimeError):
     """The kernel refused the namespaces the sandbox needs, and weak isolation was not allowed."""
 
 
-WEAK_WARNING = (
-    "trl_ppo_plus code sandbox: weak isolation (allow_weak_isolation=True). Cause: {cause}. Not isolated: programs "
-    "run as uid {uid} without a PID namespace, so they can signal (kill, SIGSTOP) and ptrace every process of that "
-    "uid, this trainer included, and see all processes in /proc; files that uid may write are writable unless a "
-    "mount namespace was granted ({mountns}); the network is blocked only by an in-process audit hook."
-)
+def weak_isolation_summary(info: dict) -> str:
+    """What the weak mode does and does not isolate, given what the kernel granted (as measured by the attack suite
+    run with user namespaces refused)."""
+    abi, uid = info.get("landlock", 0), os.geteuid()
+    if info.get("drop_uid"):
+        return ("Programs run as a uid of their own (the caller is root), which keeps signals, ptrace and writes off "
+                "the caller's processes and files. Not isolated: they share the caller's PID namespace and see every "
+                "process in /proc, read world-readable files, may not start programs, and are kept off the network "
+                "by an in-process audit hook only.")  # fmt: skip
+    if abi >= 6:
+        kernel = (f"Landlock (ABI {abi}) stops signals, ptrace and /proc/<pid> writes aimed at processes outside the "
+                  "sandbox, TCP, and file writes outside its working directory")  # fmt: skip
+    elif abi >= 1:
+        kernel = (f"Landlock (ABI {abi}) stops ptrace and file writes outside the working directory, but NOT signals: "
+                  f"programs can kill or SIGSTOP every process of uid {uid}, this trainer included")  # fmt: skip
+    else:
+        kernel = (f"no Landlock: programs can kill, SIGSTOP and ptrace every process of uid {uid}, this trainer "
+                  "included, and write every file that uid may write")  # fmt: skip
+    return (f"{kernel}. Not isolated: programs run as uid {uid} in the caller's PID namespace, see every process in "
+            f"/proc, read every file uid {uid} may read (the caller's /tmp included), count all of that uid's "
+            "processes against `processes`, may not start programs, and are kept off the network by an in-process "
+            "audit hook only.")  # fmt: skip
+
+
 _warned = set()
 
 
@@ -174,7 +192,8 @@ def _check_isolation(info: dict, allow_weak: bool) -> None:
     if allow_weak:
         if cause not in _warned:
             _warned.add(cause)
-            warnings.warn(WEAK_WARNING.format(cause=cause, uid=os.geteuid(), mountns=info["mountns"]), stacklevel=4)
+            warnings.warn(f"trl_ppo_plus code sandbox: weak isolation (allow_weak_isolation=True), because {cause}. "
+                          + weak_isolation_summary(info), stacklevel=4)  # fmt: skip
         return
     raise SandboxIsolationError(
         f"The code sandbox cannot isolate programs on this machine: {cause} ({_userns_hint()}). Without a user + PID "

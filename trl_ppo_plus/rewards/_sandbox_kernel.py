@@ -1,0 +1,255 @@
+"""Linux isolation primitives for the sandbox worker (stdlib + ctypes only): namespaces, mounts, capabilities.
+
+Loaded by `_sandbox_worker.py` by path. `setup_zygote` enters the zygote's namespaces once and reports what the
+kernel granted; the rest is called per run. libc is reached through ctypes, loaded once in the zygote; runners drop
+every reference before the program starts.
+"""
+
+import os
+import struct
+import sys
+
+
+CLONE_NEWNS, CLONE_NEWIPC, CLONE_NEWUSER, CLONE_NEWPID, CLONE_NEWNET = (
+    0x20000,
+    0x8000000,
+    0x10000000,
+    0x20000000,
+    0x40000000,
+)
+MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVATE = (
+    1,
+    2,
+    4,
+    8,
+    32,
+    4096,
+    16384,
+    1 << 18,
+)
+MNT_DETACH, AT_RECURSIVE, MOUNT_ATTR_RDONLY, SYS_MOUNT_SETATTR = 2, 0x8000, 1, 442  # 442 on x86_64 and arm64 alike
+PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 24, 36, 38
+PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, LINUX_CAPABILITY_VERSION_3 = 47, 4, 0x20080522
+PROC_FD = None  # the zygote's handle on the real /proc once its own /proc is covered
+
+
+LIBC = None
+
+
+def load_libc():
+    """libc through ctypes, loaded once in the zygote; runners drop every reference before the program starts."""
+    global LIBC
+    if LIBC is None:
+        import ctypes
+
+        LIBC = ctypes.CDLL(None, use_errno=True)
+    return LIBC
+
+
+def check(ret):
+    if ret != 0:
+        import ctypes
+
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def unshare(flags):
+    check(load_libc().unshare(flags))
+
+
+def mount(source, target, fstype, flags, data=None):
+    check(load_libc().mount(source.encode(), target.encode(), fstype.encode() if fstype else None, flags,
+                         data.encode() if data else None))  # fmt: skip
+
+
+def _write_file(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def setup_zygote(uid, use_namespaces, tmpfs_bytes):
+    """Enter fresh network + IPC namespaces (as root directly, else inside a user namespace), check that each run
+    can get a PID namespace of its own, and report what the kernel granted (`refused` says why it did not)."""
+    root = os.geteuid() == 0
+    info = {"root": root, "drop_uid": root, "uid": uid, "userns": False, "netns": False, "mountns": False,
+            "pidns": False, "readonly_fs": False, "refused": None, "landlock": landlock_abi()}  # fmt: skip
+    check(load_libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))  # orphans of our runners become our children
+    if not use_namespaces:
+        info["refused"] = "namespaces=False was requested"
+        return info
+    try:
+        if root:
+            unshare(CLONE_NEWNET | CLONE_NEWIPC)
+        else:
+            real_uid, real_gid = os.geteuid(), os.getegid()
+            unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC)
+            _write_file("/proc/self/setgroups", "deny")
+            _write_file("/proc/self/uid_map", f"{real_uid} {real_uid} 1")  # the program sees its own uid
+            _write_file("/proc/self/gid_map", f"{real_gid} {real_gid} 1")
+            info["userns"] = True  # one uid is mapped in it: runners drop capabilities instead of the uid
+        info["netns"] = True
+    except OSError as exc:
+        what = "unshare(CLONE_NEWNET)" if root else "unshare(CLONE_NEWUSER)"
+        info["refused"] = f"{what} failed: {exc.strerror} (errno {exc.errno})"
+        return info
+    info["pidns"] = _probe(_pidns_probe)
+    if not info["pidns"]:
+        info["refused"] = "unshare(CLONE_NEWPID) failed inside the sandbox's namespaces"
+    info["mountns"] = _probe(_mountns_probe)
+    if info["mountns"]:
+        info["readonly_fs"] = _prepare_mounts(_hidden_prefix() if info["drop_uid"] else None, tmpfs_bytes)
+    return info
+
+
+def _probe(fn):
+    """Run `fn` in a forked child; True when it exits 0."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os._exit(fn())
+        except BaseException:
+            os._exit(1)
+    return os.waitpid(pid, 0)[1] == 0
+
+
+def _pidns_probe():
+    unshare(CLONE_NEWPID)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if os.getpid() == 1 else 1)
+    return 0 if os.waitpid(pid, 0)[1] == 0 else 1
+
+
+def _mountns_probe():
+    unshare(CLONE_NEWNS)
+    mount("none", "/", None, MS_REC | MS_PRIVATE)
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=1m")
+    return 0
+
+
+def _prepare_mounts(hidden, tmpfs_bytes):
+    """The zygote's own mount namespace, set up once and shared by its runners (one at a time):
+
+    - /tmp is a private tmpfs of `tmpfs_bytes`, owned by root; each run gets a fresh /tmp/run owned by the sandbox
+      uid, removed afterwards. Nothing a program writes reaches the host's disk or the host's /tmp.
+    - every host mount is read-only (`mount_setattr`, Linux >= 5.12): a program cannot change a host file, not even
+      one its uid owns (which matters when the caller is not root and the program runs as the caller's uid);
+    - /proc and the other world-writable dirs (/var/tmp, /dev/shm, /run/lock) are empty read-only tmpfs: a program
+      sees no process at all in /proc (the zygote keeps a handle on the real one for its cleanup scans).
+    - when the interpreter sits below a dir others cannot enter (e.g. /root/.pyenv), that dir becomes an empty
+      tmpfs holding only the Python prefix, so the rest of it stays hidden.
+
+    Returns whether the host mounts could be made read-only.
+    """
+    global PROC_FD
+    PROC_FD = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)  # our own view for cleanup scans; runners close it
+    unshare(CLONE_NEWNS)
+    mount("none", "/", None, MS_REC | MS_PRIVATE)  # nothing we mount propagates back to the host
+    readonly = _readonly_tree("/")
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_bytes},mode=0755")
+    if hidden is not None:
+        _expose_prefix(*hidden)
+    for path in ("/var/tmp", "/dev/shm", "/run/lock", "/proc"):
+        if os.path.isdir(path):
+            mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, "size=4k")
+    return readonly
+
+
+def _readonly_tree(path):
+    """Make every mount at and below `path` read-only in our mount namespace (one `mount_setattr` call)."""
+    import ctypes
+
+    attr = struct.pack("=QQQQ", MOUNT_ATTR_RDONLY, 0, 0, 0)  # struct mount_attr: attr_set, attr_clr, propagation, fd
+    libc = load_libc()
+    libc.syscall.restype = ctypes.c_long
+    ret = libc.syscall(ctypes.c_long(SYS_MOUNT_SETATTR), ctypes.c_int(-100), path.encode(),
+                       ctypes.c_uint(AT_RECURSIVE), attr, ctypes.c_size_t(len(attr)))  # fmt: skip
+    return ret == 0
+
+
+def _hidden_prefix():
+    """(top, prefix) when the Python prefix sits below a directory the sandbox uid cannot traverse, else None."""
+    prefix, top, path = os.path.realpath(sys.base_prefix), None, "/"
+    for part in prefix.strip("/").split("/"):
+        path = os.path.join(path, part)
+        if top is None and not os.stat(path).st_mode & 0o001:
+            top = path
+    return None if top is None else (top, prefix)
+
+
+def _expose_prefix(top, prefix):
+    """Over `top` put an empty tmpfs holding only the Python prefix: the interpreter works, the rest stays hidden."""
+    stage = "/tmp/.python-stage"
+    os.mkdir(stage)
+    mount(prefix, stage, None, MS_BIND | MS_REC)
+    mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
+    os.makedirs(prefix, mode=0o755)
+    mount(stage, prefix, None, MS_BIND | MS_REC)
+    mount("none", prefix, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    check(load_libc().umount2(stage.encode(), MNT_DETACH))
+    os.rmdir(stage)
+
+
+def drop_capabilities():
+    """Empty every capability set of this process (and the bounding set, so nothing an exec'd program runs
+    brings them back). Used in a user namespace, where the program keeps the mapped uid 0 but must hold no power
+    over the namespace's mounts or members."""
+    import ctypes
+
+    libc = load_libc()
+    cap = 0
+    while libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
+        cap += 1
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0)
+    check(libc.capset(header, ctypes.create_string_buffer(24)))  # effective, permitted, inheritable = 0 (x2 words)
+
+
+# Landlock (Linux >= 5.13, unprivileged): the weak mode's kernel-side protection when namespaces are refused.
+# https://docs.kernel.org/userspace-api/landlock.html
+SYS_LANDLOCK_CREATE_RULESET, SYS_LANDLOCK_ADD_RULE, SYS_LANDLOCK_RESTRICT_SELF = 444, 445, 446  # all arches alike
+LANDLOCK_WRITE = sum(1 << bit for bit in (1, 4, 5, 6, 7, 8, 9, 10, 11, 12))  # write file, remove, make *
+LANDLOCK_REFER, LANDLOCK_TRUNCATE, LANDLOCK_FS_WRITE_FILE = 1 << 13, 1 << 14, 1 << 1
+LANDLOCK_NET_TCP = (1 << 0) | (1 << 1)  # bind, connect (ABI 4)
+LANDLOCK_SCOPE = (1 << 0) | (1 << 1)  # abstract unix sockets, signals (ABI 6)
+
+
+def _syscall(nr, *args):
+    import ctypes
+
+    libc = load_libc()
+    libc.syscall.restype = ctypes.c_long
+    return libc.syscall(ctypes.c_long(nr), *args)
+
+
+def landlock_abi() -> int:
+    """The Landlock ABI version the kernel offers (0: none)."""
+    import ctypes
+
+    return max(0, _syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint(1)))
+
+
+def landlock_confine(workdir, abi):
+    """Confine this process and its children: file-system writes only below `workdir` (and to /dev/null); with ABI 4
+    no TCP bind/connect; with ABI 6 no signal to, and no abstract unix socket of, any process outside the domain.
+    Landlock also denies ptrace (and so /proc/<pid>/mem) of processes outside the domain at every ABI."""
+    import ctypes
+
+    fs = LANDLOCK_WRITE | (LANDLOCK_REFER if abi >= 2 else 0) | (LANDLOCK_TRUNCATE if abi >= 3 else 0)
+    attr = struct.pack("=QQQ", fs, LANDLOCK_NET_TCP if abi >= 4 else 0, LANDLOCK_SCOPE if abi >= 6 else 0)
+    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    ruleset = _syscall(SYS_LANDLOCK_CREATE_RULESET, attr, ctypes.c_size_t(size), ctypes.c_uint(0))
+    if ruleset < 0:
+        raise OSError(ctypes.get_errno(), "landlock_create_ruleset failed")
+    try:
+        for path, allowed in ((workdir, fs), (os.devnull, LANDLOCK_FS_WRITE_FILE | (fs & LANDLOCK_TRUNCATE))):
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+            try:
+                rule = struct.pack("=Qi", allowed, fd)  # struct landlock_path_beneath_attr (packed)
+                check(_syscall(SYS_LANDLOCK_ADD_RULE, ctypes.c_int(ruleset), ctypes.c_int(1), rule, ctypes.c_uint(0)))
+            finally:
+                os.close(fd)
+        check(_syscall(SYS_LANDLOCK_RESTRICT_SELF, ctypes.c_int(ruleset), ctypes.c_uint(0)))
+    finally:
+        os.close(ruleset)
