@@ -43,18 +43,21 @@ def _status(pid):
 
 
 def _zygotes():
-    me = str(os.getpid())
-    found = set()
+    """The sandbox's worker processes: our children running `_sandbox_worker.py`, and (not root) the child each of
+    them forks to be PID 1 of the worker's PID namespace. Their own children are programs, never kept."""
+    workers = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read()
+                if b"_sandbox_worker.py" not in f.read():
+                    continue
         except OSError:
             continue
         status = _status(pid)
-        if status and status.get("PPid") == me and b"_sandbox_worker.py" in cmd:
-            found.add(int(pid))
-    return found
+        if status:
+            workers[int(pid)] = int(status["PPid"])
+    top = {pid for pid, ppid in workers.items() if ppid == os.getpid()}
+    return top | {pid for pid, ppid in workers.items() if ppid in top and os.geteuid() != 0}
 
 
 def sandbox_processes(keep=()):

@@ -58,7 +58,7 @@ def test_refused_user_namespaces_raise_a_clear_error(user):
     out = run.stdout
     assert run.returncode == 0, out + run.stderr[-2000:]
     error = next(line for line in out.splitlines() if line.startswith(("ERROR:", "NO ERROR")))
-    assert "unshare(CLONE_NEWUSER) failed: Operation not permitted" in error
+    assert "unshare(CLONE_NEWUSER | CLONE_NEWPID) failed: Operation not permitted" in error
     assert "unprivileged_userns_clone" in error and "allow_weak_isolation=True" in error
     assert out.count("WEAK: passed False") == 2
     assert "WARNINGS: 1 " in out and "Not isolated: programs run as uid" in out

@@ -30,6 +30,7 @@ MS_RDONLY, MS_NOSUID, MS_NODEV, MS_NOEXEC, MS_REMOUNT, MS_BIND, MS_REC, MS_PRIVA
 MNT_DETACH, AT_RECURSIVE, MOUNT_ATTR_RDONLY, SYS_MOUNT_SETATTR = 2, 0x8000, 1, 442  # 442 on x86_64 and arm64 alike
 PR_SET_PDEATHSIG, PR_CAPBSET_DROP, PR_SET_CHILD_SUBREAPER, PR_SET_NO_NEW_PRIVS = 1, 24, 36, 38
 PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, LINUX_CAPABILITY_VERSION_3 = 47, 4, 0x20080522
+PIDNS_FD = None  # the zygote's own PID namespace, to return to after each fork into a new one
 PROC_FD = None  # the zygote's handle on the real /proc once its own /proc is covered
 
 
@@ -70,36 +71,72 @@ def _write_file(path, text):
 
 def setup_zygote(uid, use_namespaces, tmpfs_bytes):
     """Enter fresh network + IPC namespaces (as root directly, else inside a user namespace), check that each run
-    can get a PID namespace of its own, and report what the kernel granted (`refused` says why it did not)."""
+    can get a PID namespace of its own, and report what the kernel granted (`refused` says why it did not).
+
+    Not root: the user namespace comes with a PID namespace, and the process that continues as the zygote is its
+    PID 1 (the one that made it only waits). A zygote must own the PID namespace it lives in to switch back to it
+    after each `fork_in_new_pid_namespace` (`setns` needs CAP_SYS_ADMIN over it); root owns the host's."""
+    global PIDNS_FD
     root = os.geteuid() == 0
     info = {"root": root, "drop_uid": root, "uid": uid, "userns": False, "netns": False, "mountns": False,
             "pidns": False, "readonly_fs": False, "refused": None, "landlock": landlock_abi()}  # fmt: skip
-    check(load_libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))  # orphans of our runners become our children
     if not use_namespaces:
         info["refused"] = "namespaces=False was requested"
+    else:
+        try:
+            if root:
+                unshare(CLONE_NEWNET | CLONE_NEWIPC)
+            else:
+                real_uid, real_gid = os.geteuid(), os.getegid()
+                unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWPID)
+                _write_file("/proc/self/setgroups", "deny")
+                _write_file("/proc/self/uid_map", f"{real_uid} {real_uid} 1")  # the program sees its own uid
+                _write_file("/proc/self/gid_map", f"{real_gid} {real_gid} 1")
+                _become_pid1()
+                info["userns"] = True  # one uid is mapped in it: programs drop capabilities instead of the uid
+            info["netns"] = True
+        except OSError as exc:
+            what = "unshare(CLONE_NEWNET)" if root else "unshare(CLONE_NEWUSER | CLONE_NEWPID)"
+            info["refused"] = f"{what} failed: {exc.strerror} (errno {exc.errno})"
+    check(load_libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0))  # orphans of our runners become our children
+    if not info["netns"]:
         return info
-    try:
-        if root:
-            unshare(CLONE_NEWNET | CLONE_NEWIPC)
-        else:
-            real_uid, real_gid = os.geteuid(), os.getegid()
-            unshare(CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWIPC)
-            _write_file("/proc/self/setgroups", "deny")
-            _write_file("/proc/self/uid_map", f"{real_uid} {real_uid} 1")  # the program sees its own uid
-            _write_file("/proc/self/gid_map", f"{real_gid} {real_gid} 1")
-            info["userns"] = True  # one uid is mapped in it: runners drop capabilities instead of the uid
-        info["netns"] = True
-    except OSError as exc:
-        what = "unshare(CLONE_NEWNET)" if root else "unshare(CLONE_NEWUSER)"
-        info["refused"] = f"{what} failed: {exc.strerror} (errno {exc.errno})"
-        return info
+    PIDNS_FD = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
     info["pidns"] = _probe(_pidns_probe)
     if not info["pidns"]:
-        info["refused"] = "unshare(CLONE_NEWPID) failed inside the sandbox's namespaces"
+        info["refused"] = "a PID namespace per program was refused inside the sandbox's namespaces"
     info["mountns"] = _probe(_mountns_probe)
     if info["mountns"]:
-        info["readonly_fs"] = _prepare_mounts(_hidden_prefix() if info["drop_uid"] else None, tmpfs_bytes)
+        info["readonly_fs"] = _prepare_mounts(_hidden_prefix() if info["drop_uid"] else None, tmpfs_bytes, root)
     return info
+
+
+def _become_pid1():
+    """fork(): the child, PID 1 of the PID namespace we just unshared, returns and goes on as the zygote; we hand
+    our stdin/stdout to it alone, wait, and exit with its status. Each dies with the other."""
+    pid = os.fork()
+    if pid == 0:
+        check(load_libc().prctl(PR_SET_PDEATHSIG, 9, 0, 0, 0))
+        return
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1):
+        os.dup2(null, fd)
+    status = os.waitpid(pid, 0)[1]
+    os._exit(os.WEXITSTATUS(status) if os.WIFEXITED(status) else 1)
+
+
+def fork_in_new_pid_namespace():
+    """fork() whose child is PID 1 of a fresh PID namespace. The caller stays in its own, and so do its later
+    children: `unshare(CLONE_NEWPID)` applies to children only, and `setns` puts that back after the fork."""
+    unshare(CLONE_NEWPID)
+    try:
+        pid = os.fork()
+    except BaseException:
+        check(load_libc().setns(PIDNS_FD, CLONE_NEWPID))
+        raise
+    if pid != 0:
+        check(load_libc().setns(PIDNS_FD, CLONE_NEWPID))
+    return pid
 
 
 def _probe(fn):
@@ -114,11 +151,13 @@ def _probe(fn):
 
 
 def _pidns_probe():
-    unshare(CLONE_NEWPID)
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0 if os.getpid() == 1 else 1)
-    return 0 if os.waitpid(pid, 0)[1] == 0 else 1
+    for _ in range(2):  # twice: switching back between runs works too
+        pid = fork_in_new_pid_namespace()
+        if pid == 0:
+            os._exit(0 if os.getpid() == 1 else 1)
+        if os.waitpid(pid, 0)[1] != 0:
+            return 1
+    return 0
 
 
 def _mountns_probe():
@@ -128,7 +167,7 @@ def _mountns_probe():
     return 0
 
 
-def _prepare_mounts(hidden, tmpfs_bytes):
+def _prepare_mounts(hidden, tmpfs_bytes, root):
     """The zygote's own mount namespace, set up once and shared by its runners (one at a time):
 
     - /tmp is a private tmpfs of `tmpfs_bytes`, owned by root; each run gets a fresh /tmp/run owned by the sandbox
@@ -143,9 +182,14 @@ def _prepare_mounts(hidden, tmpfs_bytes):
     Returns whether the host mounts could be made read-only.
     """
     global PROC_FD
-    PROC_FD = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)  # our own view for cleanup scans; runners close it
     unshare(CLONE_NEWNS)
     mount("none", "/", None, MS_REC | MS_PRIVATE)  # nothing we mount propagates back to the host
+    if not root:  # our PID namespace's own /proc, for our cleanup scans (it names processes as we see them)
+        try:
+            mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        except OSError:
+            pass
+    PROC_FD = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)  # runners close it; programs see an empty /proc
     readonly = _readonly_tree("/")
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_bytes},mode=0755")
     if hidden is not None:

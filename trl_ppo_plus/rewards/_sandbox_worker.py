@@ -1,19 +1,24 @@
 """Sandbox worker: a zygote that forks one locked-down runner per execution and supervises it (stdlib only).
 
 Started by `sandbox.LocalSandboxProvider` as `python -I -S _sandbox_worker.py --uid N [--no-namespaces]`.
-The in-process test harness that runs inside the runner lives in `_sandbox_harness.py`.
+The in-process test harness lives in `_sandbox_harness.py`; namespaces, mounts, capabilities and Landlock in
+`_sandbox_kernel.py`.
 
     provider (the training process)
-      └─ zygote   long-lived clean interpreter, modules preloaded, tests compiled here; its own network, IPC
-           │      and mount namespace when allowed; child subreaper; supervises one job at a time: wall-clock timer,
-           │      capped output capture, token check, cleanup
-           └─ runner  new session; fresh working dir on the zygote's private tmpfs (/proc empty, host /tmp and
-                      other world-writable dirs covered); rlimits; its own unprivileged uid; no_new_privs;
-                      then the harness runs the program and its tests.
+      └─ zygote   long-lived clean interpreter, modules preloaded, tests compiled here; its own network, IPC and
+           │      mount namespaces (inside a user namespace when not root); host mounts read-only, private /tmp,
+           │      empty /proc; child subreaper; supervises one job at a time: wall-clock timer, capped output,
+           │      token check, cleanup
+           └─ runner  own session; unshare(CLONE_NEWPID), then waits for its one child:
+                └─ program  PID 1 of a fresh PID namespace, own session; fresh working dir; rlimits; its own uid
+                            (root) or no capabilities (user namespace); no_new_privs; then the harness runs the
+                            program and its tests. When it dies, the kernel kills everything else in its namespace.
 
-Cleanup: when the runner exits or times out, its process group is killed; anything that escaped the group
-(daemonized grandchildren) was reparented to the zygote (subreaper) and dies by uid (`kill(-1)` as the sandbox uid)
-or by parent-pid scan. "No children left" is checked with `waitpid`, so the usual case costs nothing.
+Cleanup: on timeout the runner is killed, and with it (PR_SET_PDEATHSIG, then the zygote's kill as subreaper) the
+program's PID 1, which takes the whole namespace down. In the weak mode (no PID namespace) the runner is the program:
+its group is killed, and anything that escaped it was reparented to the zygote (subreaper) and dies by uid
+(`kill(-1)` as the sandbox uid) or by parent-pid scan. "No children left" is checked with `waitpid`, so the usual case
+costs nothing.
 
 Protocol, provider <-> zygote over stdin/stdout: 4-byte big-endian length + JSON; a list of jobs, then the list of
 their results.
@@ -50,39 +55,9 @@ kernel = _load("_sandbox_kernel")
 _SNAPSHOT = None
 
 
-def _runner(job, compiled, info, workdir, fds):
-    """Child of the zygote. With a PID namespace (the normal case) it forks the program into a fresh one, where the
-    program is PID 1, and waits for it: when PID 1 dies the kernel kills everything else in that namespace, so once
-    the wait returns nothing of the program is left. Its exit code carries the program's (128 + signal when killed;
-    a program's own exit codes above 127 read as 127). Never returns."""
-    code = 70
-    try:
-        if not info["pidns"]:
-            _program(job, compiled, info, workdir, fds, supervisors=1)
-        os.setsid()  # our own group: the zygote's backstop kill reaches us
-        kernel.unshare(kernel.CLONE_NEWPID)  # for our children only: the first one is PID 1 of the new namespace
-        pid = os.fork()
-        if pid == 0:
-            _program(job, compiled, info, workdir, fds, supervisors=3)
-        os.closerange(3, resource.getrlimit(resource.RLIMIT_NOFILE)[0])  # the program's pipes: EOF once it is gone
-        _, status, usage = os.wait4(pid, 0)
-        if os.WIFEXITED(status):
-            code = min(os.WEXITSTATUS(status), 127)
-        else:
-            sig = os.WTERMSIG(status)
-            if sig == signal.SIGKILL and usage.ru_utime + usage.ru_stime >= job["cpu_seconds"]:
-                sig = signal.SIGXCPU  # PID 1 ignores SIGXCPU, so the CPU limit ends it at the hard limit (SIGKILL)
-            code = 128 + sig
-    except BaseException:
-        pass
-    os._exit(code)
-
-
-def _program(job, compiled, info, workdir, fds, supervisors):
-    """The process that runs the program: move fds into place, lock it down, hand over to the harness. Never returns.
-
-    `supervisors`: how many of our own processes share its RLIMIT_NPROC count in a user namespace (zygote, runner,
-    this one), so that `processes` means processes of the program."""
+def _program(job, compiled, info, workdir, fds):
+    """Child of the zygote that runs the program: PID 1 of a fresh PID namespace (except in the weak mode). Moves
+    fds into place, locks itself down, hands over to the harness. Never returns."""
     try:
         os.setsid()  # own session and process group: kill(0) and killpg() reach the program's processes only
         out_w, err_w, res_w, tok_r = fds
@@ -96,7 +71,7 @@ def _program(job, compiled, info, workdir, fds, supervisors):
         os.chdir(workdir)
         lim = job["limits"]
         cpu = job["cpu_seconds"]
-        nproc = lim["processes"] + (supervisors - 1 if info["userns"] else 0)
+        nproc = lim["processes"] + (2 if info["userns"] else 0)  # the zygote and its parent share our count there
         for res, value in (
             (resource.RLIMIT_CPU, (cpu, cpu + 1)),
             (resource.RLIMIT_AS, (lim["memory_bytes"],) * 2),
@@ -170,7 +145,11 @@ def _children_left():
 
 
 def _kill_children():
-    me, proc = str(os.getpid()), kernel.PROC_FD if kernel.PROC_FD is not None else "/proc"
+    proc = kernel.PROC_FD if kernel.PROC_FD is not None else "/proc"
+    try:  # our pid as that /proc names it (the zygote may be PID 1 of its own namespace)
+        me = os.readlink("self", dir_fd=kernel.PROC_FD) if kernel.PROC_FD is not None else os.readlink("/proc/self")
+    except OSError:
+        return
     for pid in filter(str.isdigit, os.listdir(proc)):
         try:
             fd = os.open(f"{pid}/stat", os.O_RDONLY, dir_fd=kernel.PROC_FD) if kernel.PROC_FD is not None else None
@@ -234,9 +213,11 @@ def _supervise(job, info):
             os.chown(workdir, info["uid"], info["uid"])
     pipes = [os.pipe() for _ in range(4)]  # stdout, stderr, result, token
     start = time.monotonic()
-    pid = os.fork()
+    # A fresh PID namespace per program: kill(-1), getppid(), killpg() and ptrace reach only its own processes, and
+    # when its PID 1 (the program) dies, the kernel kills the rest.
+    pid = kernel.fork_in_new_pid_namespace() if info["pidns"] else os.fork()
     if pid == 0:
-        _runner(job, compiled, info, workdir, (pipes[0][1], pipes[1][1], pipes[2][1], pipes[3][0]))
+        _program(job, compiled, info, workdir, (pipes[0][1], pipes[1][1], pipes[2][1], pipes[3][0]))
     for _r, w in pipes[:3]:
         os.close(w)
     os.close(pipes[3][0])
@@ -262,14 +243,14 @@ def _supervise(job, info):
             if fd in open_fds and not _read_capped(fd, bufs[fd], caps[fd]):
                 open_fds.discard(fd)
         if pidfd is None or pidfd in ready:
-            done, raw = os.waitpid(pid, os.WNOHANG)
+            done, raw, usage = os.wait4(pid, os.WNOHANG)
             status = raw if done else None
     try:
-        os.killpg(pid, signal.SIGKILL)  # on timeout: the runner; with it goes its PID namespace (PR_SET_PDEATHSIG)
+        os.killpg(pid, signal.SIGKILL)  # on timeout: the program (PID 1: its whole namespace goes with it)
     except ProcessLookupError:
         pass
     if status is None:
-        status = os.waitpid(pid, 0)[1]
+        _, status, usage = os.wait4(pid, 0)
     wall = time.monotonic() - start
     _cleanup(info, time.monotonic() + 2.0)
     while open_fds:  # every writer is dead now: drain to EOF
@@ -289,8 +270,8 @@ def _supervise(job, info):
     out, err, res = (bytes(bufs[p[0]]) for p in pipes[:3])
     exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
     sig = os.WTERMSIG(status) if os.WIFSIGNALED(status) else None
-    if info["pidns"] and exit_code is not None and exit_code >= 128:  # the runner reports the program's signal
-        exit_code, sig = None, exit_code - 128
+    if sig == signal.SIGKILL and usage.ru_utime + usage.ru_stime >= job["cpu_seconds"]:
+        sig = signal.SIGXCPU  # PID 1 ignores SIGXCPU: the CPU limit ends it at the hard limit, with SIGKILL
     result = {"wall_time": wall, "stdout": out.decode("utf-8", "replace"), "stderr": err.decode("utf-8", "replace"),
               "exit_code": exit_code, "signal": sig}  # fmt: skip
     if timed_out or result["signal"] == signal.SIGXCPU:
