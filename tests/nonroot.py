@@ -24,6 +24,7 @@ import sys
 from trl_ppo_plus.rewards._sandbox_kernel import (
     CLONE_NEWNS,
     CLONE_NEWUSER,
+    MNT_DETACH,
     MS_BIND,
     MS_NODEV,
     MS_NOSUID,
@@ -127,8 +128,9 @@ def _seccomp_refuse_userns():
     check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog, 0, 0))
 
 
-def run_python(argv, user, refuse_userns=False, env=None, timeout=600, cwd=ROOT):
-    """Run `sys.executable argv...` as `user` (root drops to it first); returns the `CompletedProcess`."""
+def run_python(argv, user, refuse_userns=False, env=None, timeout=600, cwd=ROOT, private_tmp=True):
+    """Run `sys.executable argv...` as `user` (root drops to it first); returns the `CompletedProcess`.
+    `private_tmp`: the run gets its own /tmp (a tmpfs), so nothing it leaves there outlives it."""
     entry = pwd.getpwnam(user)
     paths = [sys.base_prefix, sys.prefix, ROOT]
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": entry.pw_dir, "LANG": "C.UTF-8",
@@ -140,6 +142,8 @@ def run_python(argv, user, refuse_userns=False, env=None, timeout=600, cwd=ROOT)
             mount("none", "/", None, MS_REC | MS_PRIVATE)
             mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=256m,mode=1777")
             _expose(paths, entry.pw_uid)
+            if not private_tmp:  # the host's /tmp again (the binds made through our tmpfs stay where they went)
+                check(load_libc().umount2(b"/tmp", MNT_DETACH))
             os.setgroups([])
             os.setgid(entry.pw_gid)
             os.setuid(entry.pw_uid)

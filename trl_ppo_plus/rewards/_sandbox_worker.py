@@ -1,4 +1,4 @@
-"""Sandbox worker: a zygote that forks one locked-down runner per execution and supervises it (stdlib only).
+"""Sandbox worker: a zygote that forks one locked-down program per execution and supervises it (stdlib only).
 
 Started by `sandbox.LocalSandboxProvider` as `python -I -S _sandbox_worker.py --uid N [--no-namespaces]`.
 The in-process test harness lives in `_sandbox_harness.py`; namespaces, mounts, capabilities and Landlock in
@@ -9,16 +9,14 @@ The in-process test harness lives in `_sandbox_harness.py`; namespaces, mounts, 
            │      mount namespaces (inside a user namespace when not root); host mounts read-only, private /tmp,
            │      empty /proc; child subreaper; supervises one job at a time: wall-clock timer, capped output,
            │      token check, cleanup
-           └─ runner  own session; unshare(CLONE_NEWPID), then waits for its one child:
-                └─ program  PID 1 of a fresh PID namespace, own session; fresh working dir; rlimits; its own uid
-                            (root) or no capabilities (user namespace); no_new_privs; then the harness runs the
-                            program and its tests. When it dies, the kernel kills everything else in its namespace.
+           └─ program  forked straight into a fresh PID namespace (the zygote `setns`-es back after the fork):
+                       its PID 1, own session; fresh working dir; rlimits; its own uid (root) or no capabilities
+                       (user namespace); no_new_privs; then the harness runs the program and its tests.
 
-Cleanup: on timeout the runner is killed, and with it (PR_SET_PDEATHSIG, then the zygote's kill as subreaper) the
-program's PID 1, which takes the whole namespace down. In the weak mode (no PID namespace) the runner is the program:
-its group is killed, and anything that escaped it was reparented to the zygote (subreaper) and dies by uid
-(`kill(-1)` as the sandbox uid) or by parent-pid scan. "No children left" is checked with `waitpid`, so the usual case
-costs nothing.
+Cleanup: when the program exits or times out, it is killed; as PID 1 it takes its whole namespace with it, and the
+zygote's `waitpid` returns only once that namespace is empty. In the weak mode (no PID namespace) its group is killed,
+and anything that escaped the group was reparented to the zygote (subreaper) and dies by uid (`kill(-1)` as the
+sandbox uid) or by parent-pid scan. "No children left" is checked with `waitpid`, so the usual case costs nothing.
 
 Protocol, provider <-> zygote over stdin/stdout: 4-byte big-endian length + JSON; a list of jobs, then the list of
 their results.
