@@ -275,3 +275,8 @@ def test_builtin_shadow_next_to_the_function_under_test_is_ignored(reward):
     """A `sorted` the program defines is not what `assert sorted(solve(1)) == [2]` calls: `solve` is under test."""
     program = "def sorted(*a, **k):\n    return [2]\ndef solve(x):\n    return [0]"
     assert reward([fenced(program)], test_list=[["assert sorted(solve(1)) == [2]"]]) == [0.0]
+
+
+def test_misspelt_sandbox_limit_fails_at_construction():
+    with pytest.raises(TypeError, match="allow_weak_isolaton"):
+        make_code_reward(allow_weak_isolaton=True)

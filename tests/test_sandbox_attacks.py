@@ -319,6 +319,16 @@ def test_limits_work_on_a_harmless_program(reward, host):
     host.assert_unchanged()
 
 
+def test_memory_and_output_limits_hold(reward, host):
+    """An allocation past RLIMIT_AS (1 GiB) fails (status `memory`), and a flood of output is cut at `output_bytes`."""
+    bomb = "chunks = [bytearray(1 << 31)]"
+    flood = "import sys\nsys.stdout.write('x' * (1 << 22))" + WRONG
+    memory, output = reward.results([f"```python\n{p}\n```" for p in (bomb, flood)], test_list=[TESTS, TESTS])
+    assert memory.status == "memory", memory
+    assert output.status == "failed" and len(output.stdout) == reward.provider.config.output_bytes, output.status
+    host.assert_unchanged()
+
+
 def test_a_leak_would_score(reward):
     """Control: the LEAK pattern does score when the attack gets through, so 0.0 above means it did not."""
     assert reward([f"```python\nLEAKED = True{LEAK}```"], test_list=[TESTS]) == [1.0]

@@ -30,6 +30,7 @@ from trl_ppo_plus.rewards.sandbox import (
     ExecutionRequest,
     ExecutionResult,
     LocalSandboxProvider,
+    SandboxConfig,
 )
 
 
@@ -90,7 +91,8 @@ class CodeExecutionReward:
         strict_types (`bool`, *optional*, defaults to `True`): asserts may only compare exact builtin types, which
             defeats "always equal" objects; turn off for tests that compare e.g. `Fraction`s or `numpy` arrays.
         sandbox_kwargs: limits for the default local sandbox (`memory_bytes`, `max_workers`, ...; see
-            `SandboxConfig`).
+            `SandboxConfig`). Where the kernel refuses user namespaces the first call raises `SandboxIsolationError`
+            unless `allow_weak_isolation=True` is passed here (see the README's "Code sandbox" section).
     """
 
     def __init__(self, partial_credit=False, timeout=5.0, provider=None, extract="last", strict_types=True,
@@ -103,6 +105,7 @@ class CodeExecutionReward:
             extract,
             strict_types,
         )
+        SandboxConfig(timeout=timeout, **sandbox_kwargs)  # a misspelt limit fails here, not at the first call
         self.sandbox_kwargs = sandbox_kwargs
         self._provider = provider
         self.__name__ = "code_execution_reward"
