@@ -60,11 +60,19 @@ def _zygotes():
     return top | {pid for pid, ppid in workers.items() if ppid in top and os.geteuid() != 0}
 
 
+def _pid_namespace(pid):
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+
+
 def sandbox_processes(keep=()):
     """Host pids of processes a sandboxed program left behind: any process of one of this test process's sandbox uids
-    (root), any descendant of this process other than the workers themselves and `keep`, and, when not root, any
-    other process of our uid (the throwaway account runs nothing else)."""
-    uids, me, keep = _uid_range(), os.getpid(), {os.getpid(), *_zygotes(), *keep}
+    (root), any descendant of a sandbox worker, and any process of our own uid in another PID namespace than ours
+    (not root: that is where programs run). The workers themselves and `keep` do not count."""
+    uids, zygotes = _uid_range(), _zygotes()
+    keep, ours, my_ns = {os.getpid(), *zygotes, *keep}, os.geteuid(), _pid_namespace("self")
     table = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         status = _status(pid)
@@ -78,7 +86,7 @@ def sandbox_processes(keep=()):
         while p in table and p not in ancestors:
             ancestors.add(p)
             p = table[p][1]
-        if uid in uids or me in ancestors or (os.geteuid() != 0 and uid == os.geteuid()):
+        if uid in uids or ancestors & zygotes or (ours != 0 and uid == ours and _pid_namespace(pid) != my_ns):
             found.append(pid)
     return found
 
