@@ -230,8 +230,34 @@ def test_reward_is_picklable_and_named(reward):
     assert provider.config.timeout == 1.5
 
 
-def test_network_isolation_is_reported():
-    assert network_isolation() in ("netns", "socket-block")
+@pytest.mark.parametrize("namespaces", [True, False])
+def test_network_isolation_is_reported_as_it_behaves(namespaces):
+    """The reported mode matches what a sandboxed program meets: under `netns` it can make a socket but reaches no
+    listener on this machine's loopback; under `socket-block` importing `socket` or making one fails. The program passes its tests
+    only when what it observed agrees with the report (a wrong report fails this test)."""
+    import socket
+
+    provider = LocalSandboxProvider(timeout=3.0, max_workers=1, namespaces=namespaces)
+    mode = provider.network_isolation
+    if namespaces:
+        assert network_isolation() == mode  # the module-level report is the default provider's
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        program = (
+            "try:\n    import socket\n    s = socket.socket()\nexcept Exception:\n    s = None\n"
+            "reached = False\n"
+            "if s is not None:\n"
+            "    try:\n"
+            f"        s.settimeout(1.0)\n        s.connect(('127.0.0.1', {port}))\n        reached = True\n"
+            "    except OSError:\n        pass\n"
+            "observed = 'socket-block' if s is None else 'netns'\n"
+            f"def square(x):\n    return x * x if observed == {mode!r} and not reached else 0\n"
+        )
+        [result] = provider.execute([ExecutionRequest(program, tests=MBPP_TESTS)])
+        provider.close()
+    assert result.status == "passed", (mode, result)
 
 
 def test_weak_mode_needs_an_explicit_opt_in():
