@@ -134,6 +134,11 @@ def test_kl_for_the_controller_averages_rows_that_carry_a_loss(tiny_model_path, 
     assert max(expected) > 1e-4 and expected != pytest.approx(diluted)
     assert seen == pytest.approx(expected, rel=1e-5)
     assert logged(trainer, "objective/kl") == pytest.approx(expected, rel=1e-5)
+    # The reward metrics use the same rows: rlhf_reward = scores + non_score_reward, as the README's glossary says.
+    rlhf = [b["rewards"].sum(1)[b["loss_mask"].any(1)].mean().item() for b in batches]  # score + -β·KL per row
+    assert logged(trainer, "objective/rlhf_reward") == pytest.approx(rlhf, rel=1e-5)
+    scores, non_score = logged(trainer, "objective/scores"), logged(trainer, "objective/non_score_reward")
+    assert [s + n for s, n in zip(scores, non_score)] == pytest.approx(rlhf, rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------- 3: dropout

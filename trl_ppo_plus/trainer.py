@@ -465,20 +465,21 @@ class PPOTrainer(GRPOTrainer):
         return mode == "train" and self._train_rollouts <= self.args.critic_warmup_rollouts
 
     def _log_rollout(self, mode, beta, scores, kl, non_score_reward, entropies, mask, ended) -> None:
-        """Rollout metrics. KL, entropy and non-score reward are averaged over the rows that carry a loss: unscored
-        or masked (truncated) rows have KL 0 by construction and would dilute what the controller sees."""
+        """Rollout metrics. KL, entropy, scores and non-score reward are averaged over the rows that carry a loss:
+        unscored or masked (truncated) rows have KL 0 by construction and would dilute what the controller sees, and
+        one set of rows keeps `objective/rlhf_reward` = `objective/scores` + `objective/non_score_reward`."""
         gather = self.accelerator.gather
         rows = mask.any(dim=1).float()  # (B,) rows with at least one token in the loss
-        per_row = torch.stack([kl.sum(1), (entropies * mask).sum(1), non_score_reward.sum(1)])  # (3, B)
+        per_row = torch.stack([kl.sum(1), (entropies * mask).sum(1), non_score_reward.sum(1), scores])  # (4, B)
         totals = gather(torch.cat([(per_row * rows).sum(1), rows.sum().view(1)]).unsqueeze(0)).sum(0)  # sum ranks
         n_rows = int(totals[-1].item())
-        seq_kl, entropy, non_score = (totals[:3] / max(n_rows, 1)).tolist()
+        seq_kl, entropy, non_score, score = (totals[:4] / max(n_rows, 1)).tolist()
         metrics = self._metrics[mode]
         metrics["objective/kl"].append(seq_kl)  # KL summed over each completion, the controllers' measure
         metrics["objective/entropy"].append(entropy)
         metrics["objective/non_score_reward"].append(non_score)
-        metrics["objective/rlhf_reward"].append(gather(scores + non_score_reward.sum(1)).mean().item())
-        metrics["objective/scores"].append(gather(scores).mean().item())
+        metrics["objective/rlhf_reward"].append(score + non_score)
+        metrics["objective/scores"].append(score)
         metrics["objective/kl_coef"].append(beta)
         metrics["val/num_eos_tokens"].append(gather(ended.float()).sum().item())
         if mode == "train":
