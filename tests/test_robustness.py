@@ -356,6 +356,38 @@ def test_a_crash_mid_save_leaves_a_checkpoint_that_resume_refuses(saved_run, tmp
         trainer.train(resume_from_checkpoint=str(target))
 
 
+def test_a_rollout_saved_by_another_number_of_processes_is_not_continued(saved_run, tmp_path, caplog):
+    trainer, checkpoint = saved_run
+    copy = tmp_path / "checkpoint-1"
+    shutil.copytree(checkpoint, copy)
+    rollout_file = copy / "ppo_rollout_rank0.pt"
+    state = torch.load(rollout_file, weights_only=True)
+    assert state["num_processes"] == 1 and state["step"] > 0
+    saved = trainer._step, trainer._buffered_inputs
+
+    trainer._step, trainer._buffered_inputs = 0, None
+    trainer._load_rollout_state(str(copy))
+    assert trainer._step == state["step"] and trainer._buffered_inputs is not None  # its own rollout: continued
+    torch.save({**state, "num_processes": 2}, rollout_file)  # as if two processes had each saved half of it
+    trainer._step, trainer._buffered_inputs = 0, None
+    with caplog.at_level(logging.WARNING, logger="trl_ppo_plus.trainer"):
+        trainer._load_rollout_state(str(copy))
+    assert trainer._step == 0 and trainer._buffered_inputs is None  # every process starts a fresh rollout
+    assert "fresh rollout" in caplog.text
+    trainer._step, trainer._buffered_inputs = saved
+
+
+def test_rollout_loads_when_the_device_is_cpu_with_an_index(saved_run, monkeypatch):
+    # Under `accelerate launch` on CPU each process's device is `cpu:<rank>`; torch.load cannot map storages to it.
+    trainer, checkpoint = saved_run
+    saved = trainer._step, trainer._buffered_inputs
+    monkeypatch.setattr(type(trainer.accelerator), "device", property(lambda self: torch.device("cpu", 0)))
+    trainer._step, trainer._buffered_inputs = 0, None
+    trainer._load_rollout_state(str(checkpoint))
+    assert trainer._step > 0 and trainer._buffered_inputs[0]["advantages"].device.type == "cpu"
+    trainer._step, trainer._buffered_inputs = saved
+
+
 # ---------------------------------------------------------------------------------------------- 16: k1 in the loss
 def test_k1_in_loss_mode_warns(tmp_path):
     with pytest.warns(UserWarning, match="zero expected gradient"), pytest.raises(OSError):

@@ -30,7 +30,7 @@ import shutil
 import warnings
 
 import torch
-from accelerate.utils import is_peft_model
+from accelerate.utils import is_peft_model, send_to_device
 from torch import nn
 from transformers import AutoModelForSequenceClassification
 from trl import GRPOTrainer
@@ -664,6 +664,7 @@ class PPOTrainer(GRPOTrainer):
             "rollout_kl_coef": self._rollout_kl_coef,
             "update_stopped_early": self._update_stopped_early,
             "rollout_is_empty": self._rollout_is_empty,
+            "num_processes": self.accelerator.num_processes,  # the rollout is split over this many processes
         }
         os.makedirs(output_dir, exist_ok=True)  # other ranks may get here before rank 0 has created it
         path = os.path.join(output_dir, ROLLOUT_STATE_FILE.format(self.accelerator.process_index))
@@ -705,13 +706,28 @@ class PPOTrainer(GRPOTrainer):
         self._rollout_kl_coef = self.kl_ctl.value
 
     def _load_rollout_state(self, checkpoint: str) -> None:
+        """Continue the saved rollout, or, on every process alike, start a fresh one.
+
+        All processes must make the same choice: one that generates a new rollout while another continues its
+        buffer would enter different collectives and hang (a rollout file missing on one rank, e.g. after resuming
+        on more processes than saved). A rollout saved by a different number of processes is not continued either.
+        """
         path = os.path.join(checkpoint, ROLLOUT_STATE_FILE.format(self.accelerator.process_index))
-        if not os.path.exists(path):
-            logger.warning("%s is missing: resuming starts a fresh rollout.", path)
+        # Loaded on the CPU, then moved: torch.load cannot map to a device such as "cpu:0" (multi-process CPU runs).
+        state = torch.load(path, map_location="cpu", weights_only=True) if os.path.exists(path) else None
+        world = self.accelerator.num_processes
+        usable = state is not None and state.get("num_processes", world) == world  # older files: assume the same
+        flag = torch.tensor([float(usable)], device=self.accelerator.device)
+        if not bool(self.accelerator.gather(flag).min() > 0):
+            logger.warning(
+                "%s: no rollout saved for every one of the %d processes (missing, or saved by a different number of "
+                "processes): resuming starts a fresh rollout.",
+                checkpoint,
+                world,
+            )
             return
-        state = torch.load(path, map_location=self.accelerator.device, weights_only=True)
         self._step = state["step"]
-        self._buffered_inputs = state["buffered_inputs"]
+        self._buffered_inputs = send_to_device(state["buffered_inputs"], self.accelerator.device)
         self._rollout_kl_coef = state["rollout_kl_coef"]
         self._update_stopped_early = state["update_stopped_early"]
         self._rollout_is_empty = state["rollout_is_empty"]
