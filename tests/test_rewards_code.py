@@ -231,14 +231,20 @@ def test_reward_is_picklable_and_named(reward):
 
 
 @pytest.mark.parametrize("namespaces", [True, False])
-def test_network_isolation_is_reported_as_it_behaves(namespaces):
+def test_network_isolation_is_reported_as_it_behaves(namespaces, monkeypatch):
     """The reported mode matches what a sandboxed program meets: under `netns` it can make a socket but reaches no
-    listener on this machine's loopback; under `socket-block` importing `socket` or making one fails. The program passes its tests
-    only when what it observed agrees with the report (a wrong report fails this test)."""
+    listener on this machine's loopback; under `socket-block` importing `socket` or making one fails. The program
+    passes its tests only when what it observed agrees with the report (a wrong report fails this test)."""
     import socket
+    import warnings
 
-    provider = LocalSandboxProvider(timeout=3.0, max_workers=1, namespaces=namespaces)
-    mode = provider.network_isolation
+    from trl_ppo_plus.rewards import sandbox
+
+    monkeypatch.setattr(sandbox, "_warned", set())  # the weak mode's warn-once stays for the test that checks it
+    provider = LocalSandboxProvider(timeout=3.0, max_workers=1, namespaces=namespaces, allow_weak_isolation=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the weak mode warns once that it is weak
+        mode = provider.network_isolation
     if namespaces:
         assert network_isolation() == mode  # the module-level report is the default provider's
     with socket.socket() as server:
