@@ -113,6 +113,7 @@ def test_kl_for_the_controller_averages_rows_that_carry_a_loss(tiny_model_path, 
         tiny_model_path,
         tmp_path,
         reward=odd_rows_unscored,
+        reward_normalization="none",  # so each row's rewards sum to its logged score + non-score reward
         kl_controller="adaptive",
         kl_estimator="k3",
         max_steps=2,  # the second rollout has KL > 0
