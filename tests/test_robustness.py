@@ -398,3 +398,18 @@ def test_k1_in_loss_mode_warns(tmp_path):
             args=fast_args(tmp_path, kl_penalty="loss", kl_estimator="k1"),
             train_dataset=prompts_dataset(4),
         )
+
+
+def test_disable_dropout_false_is_honoured_with_a_warning(tiny_model_path, tmp_path):
+    model_dir = tmp_path / "dropout-model"
+    shutil.copytree(tiny_model_path, model_dir)
+    config = json.loads((model_dir / "config.json").read_text())
+    (model_dir / "config.json").write_text(json.dumps({**config, "attention_dropout": 0.5}))
+    with pytest.warns(UserWarning, match="disable_dropout=False"):
+        trainer = _trainer(str(model_dir), tmp_path / "out", max_steps=1, disable_dropout=False)
+    rates = [
+        m.attention_dropout
+        for m in trainer.model.modules()
+        if isinstance(getattr(m, "attention_dropout", None), float)
+    ]
+    assert rates and all(rate == 0.5 for rate in rates)  # the user's setting stands

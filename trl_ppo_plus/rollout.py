@@ -56,39 +56,45 @@ def check_finite_rewards(rewards_per_func: torch.Tensor, names: list[str]) -> No
 
 
 def _log_reward_stats(metrics, names, rewards_per_func, scores, unscorable) -> None:
-    """Per-function mean/std over the completions each function scored; `reward` over scorable completions."""
-    for column, name in enumerate(names):
-        metrics[f"rewards/{name}/mean"].append(torch.nanmean(rewards_per_func[:, column]).item())
-        metrics[f"rewards/{name}/std"].append(nanstd(rewards_per_func[:, column]).item())
-    scored = scores.masked_fill(unscorable, float("nan"))  # unscorable rows stay out of the statistics
-    metrics["reward"].append(torch.nanmean(scored).item())
-    metrics["reward_std"].append(nanstd(scored).item())
+    """`rewards/<f>/mean|std` over the completions each function scored; `reward`, `reward_std` over scorable ones."""
+    columns = torch.cat(
+        [rewards_per_func, scores.masked_fill(unscorable, float("nan")).unsqueeze(1)], dim=1
+    )  # (N, F+1)
+    keys = [(f"rewards/{name}/mean", f"rewards/{name}/std") for name in names] + [("reward", "reward_std")]
+    for (mean_key, std_key), mean, std in zip(
+        keys, torch.nanmean(columns, dim=0).tolist(), nanstd(columns, dim=0).tolist(), strict=True
+    ):
+        metrics[mean_key].append(mean)
+        metrics[std_key].append(std)
 
 
 def _add_to_completions_table(trainer, prompts, completions, rewards_per_func, scores) -> None:
     """Rows for GRPO's completions table (`log_completions`); its `advantages` column holds PPO's score."""
     table = trainer._logs
-    table["prompt"].extend(gather_object(prompts))
-    table["completion"].extend(gather_object(completions))
-    for column, name in enumerate(trainer.reward_func_names):
-        table["rewards"][name].extend(rewards_per_func[:, column].tolist())
-    table["advantages"].extend(scores.tolist())
+    columns = {"prompt": gather_object(prompts), "completion": gather_object(completions), "advantages": scores}
+    for key, values in columns.items():
+        table[key].extend(values.tolist() if isinstance(values, torch.Tensor) else values)
+    for name, values in zip(trainer.reward_func_names, rewards_per_func.T.tolist(), strict=True):
+        table["rewards"][name].extend(values)
+
+
+def _keys_of_every_rank(local: dict) -> list[str]:
+    """The union of all ranks' keys, sorted, so every rank issues the same collectives in the same order."""
+    return sorted(set(gather_object(list(local))))
 
 
 def _flush_reward_function_logs(trainer, metrics, n_local: int) -> None:
-    """What reward functions sent through `log_extra` / `log_metric`, gathered over ranks.
-
-    Every rank walks the same sorted list of names, so the collective calls pair up even when a rank has nothing.
-    """
-    extra = trainer._pending_extra_logs
-    for column in sorted(set(gather_object(list(extra)))):
+    """Move what reward functions sent through `log_extra` (table columns) and `log_metric` (means over every
+    rank's values) into the trainer's logs, then empty both buffers."""
+    extra, pending = trainer._pending_extra_logs, trainer._pending_metrics
+    for column in _keys_of_every_rank(extra):
         trainer._logs["extra"][column].extend(gather_object(extra.get(column, [None] * n_local)))
-    extra.clear()
-    pending = trainer._pending_metrics
-    device = trainer.accelerator.device
-    for name in sorted(set(gather_object(list(pending)))):
+    for name in _keys_of_every_rank(pending):
         values = pending.get(name, [])
-        local_sum_count = torch.tensor([sum(values), len(values)], dtype=torch.float32, device=device)
-        total, count = trainer.accelerator.gather(local_sum_count).view(-1, 2).sum(dim=0).tolist()
+        sum_and_count = torch.tensor(
+            [sum(values), len(values)], dtype=torch.float32, device=trainer.accelerator.device
+        )
+        total, count = trainer.accelerator.gather(sum_and_count).view(-1, 2).sum(dim=0).tolist()
         metrics[name].append(total / max(count, 1))
+    extra.clear()
     pending.clear()

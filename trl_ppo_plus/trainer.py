@@ -215,7 +215,14 @@ class PPOTrainer(GRPOTrainer):
         if args.cpu_malloc_mmap_threshold is not None and self.accelerator.device.type == "cpu":
             set_malloc_mmap_threshold(args.cpu_malloc_mmap_threshold)  # freed activations go back to the OS
         self._setup_critic(value_model)
-        disable_all_dropout(self._policy)  # critic included: the ratio is exactly 1 at the first mini-batch
+        if args.disable_dropout:
+            disable_all_dropout(self._policy)  # critic included: the ratio is exactly 1 at the first mini-batch
+        else:
+            warnings.warn(
+                "PPOConfig(disable_dropout=False): dropout stays on, so the rollout's log-probs and the loss's differ "
+                "and the PPO ratio is not 1 at the first mini-batch (clipping and approxkl see dropout noise).",
+                stacklevel=2,
+            )
         self._setup_reference(ref_model)
         self.kl_ctl = build_kl_controller(
             args.kl_controller,
