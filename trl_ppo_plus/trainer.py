@@ -341,9 +341,10 @@ class PPOTrainer(GRPOTrainer):
 
     def _bind_callbacks(self) -> None:
         """Bind callbacks that log through their trainer (`VerifiableEvalCallback`, ...), the HF `callbacks=[...]` way."""
-        for callback in self.callback_handler.callbacks:
-            if hasattr(callback, "bind") and getattr(callback, "trainer", None) is None:
-                callback.bind(self)
+        for callback in list(self.callback_handler.callbacks):
+            for needs_trainer in (callback, getattr(callback, "eval_callback", None)):  # CompletionSamplesCallback's
+                if hasattr(needs_trainer, "bind") and getattr(needs_trainer, "trainer", None) is None:
+                    needs_trainer.bind(self)  # also registers it when it was not in `callbacks`
 
     def _set_legacy_attributes(self) -> None:
         """`trainer.model.policy` and `trainer.model.value_model`, which TRL <= 1.12 scripts and tests read."""
@@ -675,7 +676,8 @@ class PPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, output_dir: str | None = None, state_dict=None):
-        """The policy (GRPO's `_save`), then the critic in `value_model/`, then `kl_controller.json` last.
+        """The policy (GRPO's `_save`), the critic in `value_model/`, the run info and curves (for the card), then
+        `kl_controller.json` last.
 
         PPO's files are written under a temporary name and renamed into place, and the KL controller file, written
         last, marks the checkpoint complete: a crash mid-save leaves a checkpoint that resume refuses.
@@ -698,6 +700,7 @@ class PPOTrainer(GRPOTrainer):
             if os.path.isdir(critic_dir):
                 shutil.rmtree(critic_dir)
             os.replace(critic_dir + ".tmp", critic_dir)
+        self._write_run_info(output_dir)
         state = {"kind": self.args.kl_controller, "state": self.kl_ctl.state_dict(), "episodes": self._episodes}
         state.update(score_normalizer=self.score_normalizer.state_dict(), train_rollouts=self._train_rollouts)
         with open(kl_file + ".tmp", "w") as f:
@@ -719,6 +722,16 @@ class PPOTrainer(GRPOTrainer):
         path = os.path.join(output_dir, ROLLOUT_STATE_FILE.format(self.accelerator.process_index))
         torch.save(state, path + ".tmp")
         os.replace(path + ".tmp", path)
+
+    def _write_run_info(self, output_dir: str) -> None:
+        """The run description and curves beside the weights, so `publish(output_dir)` renders the full card
+        (`model-index` from the logged eval metrics, β, the rewards, the curves) for any saved folder."""
+        from trl_ppo_plus.callbacks.training_curves import PNG_NAME, plot_training_curves
+        from trl_ppo_plus.model_card import RUN_INFO_FILE
+        from trl_ppo_plus.run_info import run_info_from_trainer
+
+        run_info_from_trainer(self).to_json(os.path.join(output_dir, RUN_INFO_FILE))
+        plot_training_curves(self.state.log_history, os.path.join(output_dir, PNG_NAME))  # False: nothing logged yet
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         from trl_ppo_plus.modeling import is_policy_and_value, load_policy_and_value_weights
