@@ -154,6 +154,20 @@ class PPOConfig(GRPOConfig):
             set it (e.g. `1048576`) only when memory is the limit. Process-wide; glibc's `MALLOC_MMAP_THRESHOLD_`
             environment variable wins. At most 32 MiB; `None` leaves glibc's default.
 
+        > GRPOConfig fields with a PPO default (the full table: `trl_ppo_plus.grpo_fields`)
+
+        num_iterations, epsilon, loss_type (`int`, `float`, `str` or `None`, *optional*, default to `None`):
+            GRPO's names of `num_ppo_epochs`, `cliprange` and `loss_aggregation`; read as those when set
+            (`loss_type`: `dapo`, `bnpo` → `token-mean`, `grpo` → `seq-mean-token-mean`, `dr_grpo` →
+            `seq-mean-token-sum`; other loss types are refused). Setting both names to different values raises.
+        scale_rewards (`str`, *optional*, defaults to `"none"`):
+            GRPO's group-advantage scaling; PPO's advantages come from GAE, so any other value is refused.
+        vllm_importance_sampling_correction (`bool`, *optional*, defaults to `False`):
+            Refused when `True`: PPO recomputes the rollout log-probs with the training policy, so vLLM's sampling
+            log-probs are not used.
+        use_bias_correction_kl (`bool`, *optional*, defaults to `False`):
+            Refused when `True`: the KL term is not reweighted by the ratio.
+
         > Old TRL (≤ 1.12) names, accepted so that stranded scripts keep running
 
         total_episodes (`int` or `None`): episodes to train on; sets `max_steps`.
