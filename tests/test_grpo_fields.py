@@ -18,6 +18,9 @@ GRPO_OWN_FIELDS = sorted(
 )
 
 
+PPO_EPOCHS_DEFAULT = next(f.default for f in dataclasses.fields(PPOConfig) if f.name == "num_ppo_epochs")
+
+
 def _config(tmp_path, **kwargs) -> PPOConfig:
     return PPOConfig(output_dir=str(tmp_path), report_to="none", **kwargs)
 
@@ -44,7 +47,6 @@ def test_readme_has_the_field_table():
 # A value away from PPOConfig's default for each refused field.
 NON_DEFAULT = {
     "router_aux_loss_coef": 0.01,
-    "delta": 4.0,
     "importance_sampling_level": "sequence",
     "multi_objective_aggregation": "normalize_then_sum",
     "scale_rewards": "group",
@@ -85,7 +87,7 @@ def test_num_iterations_sets_num_ppo_epochs_when_given(tmp_path, num_iterations)
     args = _config(tmp_path, num_iterations=num_iterations, total_episodes=16, per_device_train_batch_size=8)
     assert args.num_ppo_epochs == args.num_iterations == num_iterations
     assert args.max_steps == 2 * num_iterations  # 2 rollouts of 8 × epochs × 1 mini-batch
-    assert _config(tmp_path).num_ppo_epochs == 4  # unset: PPO's default
+    assert _config(tmp_path).num_ppo_epochs == PPO_EPOCHS_DEFAULT  # unset: PPO's default
 
 
 def test_grpo_clip_names_set_the_clip_ranges(tmp_path):
@@ -107,6 +109,12 @@ def test_loss_types_that_are_not_ppo_are_refused(tmp_path, loss_type):
         _config(tmp_path, loss_type=loss_type)
 
 
+def test_delta_sets_dual_clip(tmp_path):
+    args = _config(tmp_path, delta=3.0)
+    assert (args.dual_clip, args.delta) == (3.0, 3.0)
+    assert _config(tmp_path).dual_clip is None
+
+
 def test_beta_sets_kl_coef_and_grpo_kl_stays_off(tmp_path):
     args = _config(tmp_path, beta=0.1)
     assert (args.kl_coef, args.beta) == (0.1, 0.0)
@@ -118,6 +126,7 @@ def test_beta_sets_kl_coef_and_grpo_kl_stays_off(tmp_path):
         ({"num_iterations": 2}, {"num_ppo_epochs": 3}),
         ({"epsilon": 0.1}, {"cliprange": 0.3}),
         ({"epsilon_high": 0.28}, {"cliprange_high": 0.3}),
+        ({"delta": 3.0}, {"dual_clip": 2.0}),
         ({"loss_type": "grpo"}, {"loss_aggregation": "seq-mean-token-sum"}),
         ({"beta": 0.1}, {"kl_coef": 0.2}),
     ],
@@ -134,6 +143,8 @@ def test_mapped_values_obey_the_ppo_bounds(tmp_path):
         _config(tmp_path, num_iterations=0)
     with pytest.raises(ValueError, match="cliprange=-0.1"):
         _config(tmp_path, epsilon=-0.1)
+    with pytest.raises(ValueError, match="dual_clip=0.5"):
+        _config(tmp_path, delta=0.5)
 
 
 def test_new_ppo_fields_are_validated(tmp_path):
@@ -152,7 +163,9 @@ def test_new_ppo_fields_are_validated(tmp_path):
 def test_generation_batch_size_derives_num_mini_batches_and_max_steps(tmp_path):
     # The run: 64 episodes requested, rollouts of 16 at 2 per micro-batch. Before, num_mini_batches stayed 1
     # while a rollout held 8 micro-batches: max_steps covered 2 of the 8 per epoch.
-    args = _config(tmp_path, total_episodes=64, generation_batch_size=16, per_device_train_batch_size=2)
+    args = _config(
+        tmp_path, total_episodes=64, generation_batch_size=16, per_device_train_batch_size=2, num_ppo_epochs=4
+    )
     assert args.steps_per_generation == 8 and args.num_mini_batches == 8
     assert args.max_steps == 4 * 4 * 8  # 4 rollouts × 4 epochs × 8 mini-batches: every micro-batch, every epoch
     accumulated = _config(tmp_path, steps_per_generation=8, gradient_accumulation_steps=4, total_episodes=64)

@@ -41,8 +41,8 @@ class PPOConfig(GRPOConfig):
     micro-batch of a rollout is trained on.
 
     Every field inherited from `GRPOConfig` is honoured, mapped to its PPO name (`beta` → `kl_coef`,
-    `num_iterations` → `num_ppo_epochs`, `epsilon` → `cliprange`, `epsilon_high` → `cliprange_high`, `loss_type` →
-    `loss_aggregation`) or refused when set: the table is `trl_ppo_plus.grpo_fields` (and the README).
+    `num_iterations` → `num_ppo_epochs`, `epsilon` → `cliprange`, `epsilon_high` → `cliprange_high`, `delta` →
+    `dual_clip`, `loss_type` → `loss_aggregation`) or refused when set: the table is `trl_ppo_plus.grpo_fields` (and the README).
 
     Parameters:
         > PPO objective
@@ -331,6 +331,8 @@ class PPOConfig(GRPOConfig):
             take("epsilon", self.epsilon, "cliprange", self.cliprange)
         if self.epsilon_high is not None:
             take("epsilon_high", self.epsilon_high, "cliprange_high", self.cliprange_high)
+        if self.delta is not None:
+            take("delta", self.delta, "dual_clip", self.dual_clip)
         if self.loss_type is not None:
             if self.loss_type not in LOSS_TYPE_TO_AGGREGATION:
                 raise ValueError(
@@ -341,6 +343,7 @@ class PPOConfig(GRPOConfig):
         self._validate_ppo_fields()  # the mapped values obey the PPO fields' bounds
         # GRPOTrainer reads these names: they hold the PPO values from here on.
         self.num_iterations, self.epsilon, self.epsilon_high = self.num_ppo_epochs, self.cliprange, self.cliprange_high
+        self.delta = self.dual_clip
 
     def _check_batching(self):
         """A rollout is `steps_per_generation` micro-batches: `num_mini_batches` × `gradient_accumulation_steps`."""

@@ -69,6 +69,11 @@ MAPPED: dict[str, tuple[str, str]] = {
     "num_iterations": ("num_ppo_epochs", "passes over each rollout, when set"),
     "epsilon": ("cliprange", "clip range ε, when set"),
     "epsilon_high": ("cliprange_high", "upper clip range (DAPO clip-higher), when set"),
+    "delta": (
+        "dual_clip",
+        "GRPO clamps the ratio at δ before the clipped min: for A < 0 the loss is capped at −δ·A, for A > 0 the clip "
+        "already binds first, which is dual-clip PPO with c = δ (Ye et al. 2020), when set",
+    ),
     "loss_type": (
         "loss_aggregation",
         "`dapo`, `bnpo` → `token-mean`; `grpo` → `seq-mean-token-mean`; `dr_grpo` → `seq-mean-token-sum` (without "
@@ -93,7 +98,6 @@ _ADAPTIVE_ENTROPY = "adaptive entropy control (Skywork-OR1) is not implemented; 
 
 REFUSED: dict[str, str] = {
     "router_aux_loss_coef": "the PPO loss adds no Mixture-of-Experts router loss",
-    "delta": "two-sided (dual) clipping of the ratio is not implemented",
     "sapo_temperature_neg": _OTHER_LOSS,
     "sapo_temperature_pos": _OTHER_LOSS,
     "vespo_k_pos": _OTHER_LOSS,
