@@ -2,8 +2,9 @@
 `trl_ppo_plus.callbacks`). All are `transformers.TrainerCallback`s and work with `trl_ppo_plus.PPOTrainer` and TRL's
 `GRPOTrainer` alike.
 
-- `VerifiableEvalCallback`: held-out `eval/accuracy`, `eval/pass@k`, `eval/maj@k`, `eval/mean_length` (bind it to the
-  trainer: `VerifiableEvalCallback(...).bind(trainer)`).
+- `VerifiableEvalCallback`: held-out `eval/accuracy`, `eval/pass@k`, `eval/maj@k`, `eval/mean_length`. It logs
+  through its trainer: `PPOTrainer(callbacks=[...])` binds it; other trainers take `VerifiableEvalCallback(...,
+  trainer=trainer)`.
 - `KLGuardCallback`: checkpoint and stop when the KL stays too high, or the loss or KL goes NaN/inf.
 - `RewardHackingCallback`: warn or stop when train reward rises while eval accuracy falls, or length collapses.
 - `CompletionSamplesCallback`: per-eval tables of prompts, completions and rewards (console, wandb/trackio, JSONL).

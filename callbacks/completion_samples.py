@@ -55,9 +55,13 @@ class CompletionSamplesCallback(TrainerCallback):
     ```python
     from trl_ppo_plus.callbacks import CompletionSamplesCallback, VerifiableEvalCallback
 
-    evaluator = VerifiableEvalCallback(test, [accuracy_reward], eval_steps=50).bind(trainer)
-    trainer.add_callback(CompletionSamplesCallback(evaluator, num_print=4))
+    evaluator = VerifiableEvalCallback(test, [accuracy_reward], eval_steps=50)
+    trainer = PPOTrainer(..., callbacks=[CompletionSamplesCallback(evaluator, num_print=4)])  # binds the evaluator
     trainer.train()  # output_dir/eval_completions.jsonl grows by one block per evaluation
+
+    # Other trainers, TRL's `trainer=` convention:
+    evaluator = VerifiableEvalCallback(test, [accuracy_reward], eval_steps=50, trainer=grpo_trainer)
+    grpo_trainer.add_callback(CompletionSamplesCallback(evaluator, num_print=4))
     ```
     """
 

@@ -46,8 +46,8 @@ class RewardHackingCallback(TrainerCallback):
     ```python
     from trl_ppo_plus.callbacks import RewardHackingCallback, VerifiableEvalCallback
 
-    trainer = PPOTrainer(..., callbacks=[RewardHackingCallback(window=3, stop=True)])
-    VerifiableEvalCallback(test, [accuracy_reward], eval_steps=50).bind(trainer)
+    evaluator = VerifiableEvalCallback(test, [accuracy_reward], eval_steps=50)
+    trainer = PPOTrainer(..., callbacks=[evaluator, RewardHackingCallback(window=3, stop=True)])
     trainer.train()
     ```
     """

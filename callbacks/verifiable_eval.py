@@ -3,8 +3,10 @@ verifiable reward functions used for training. Logs `eval/accuracy`, `eval/pass@
 
 How it plugs into a trainer (numbered, because the order matters):
 1. The callback is a `transformers.TrainerCallback`, but callbacks do not receive the trainer, and logging into
-   `state.log_history` *and* the `report_to` backends needs `trainer.log`. So the callback is bound to its trainer:
-   `VerifiableEvalCallback(...).bind(trainer)` (which also registers it) or `VerifiableEvalCallback(..., trainer=t)`.
+   `state.log_history` *and* the `report_to` backends needs `trainer.log`. So the callback is bound to its trainer.
+   `PPOTrainer(..., callbacks=[VerifiableEvalCallback(...)])` binds it at construction, the ordinary HF way. Other
+   trainers take TRL's `trainer=` convention: `VerifiableEvalCallback(..., trainer=trainer)` (which also registers
+   it), or `VerifiableEvalCallback(...).bind(trainer)`.
 2. `on_train_begin` evaluates once (the baseline, at step 0 for a fresh run); `on_step_end` every `eval_steps` and at
    the last step. `on_step_end` runs before the trainer's own logging and checkpointing of that step.
 3. Results go through `transformers.Trainer.log`, not through `trainer.log`: `GRPOTrainer.log` (and PPOTrainer's)
@@ -97,16 +99,24 @@ class VerifiableEvalCallback(TrainerCallback):
         pass_k: the k values to report pass@k for; each must be `<= num_samples`.
         eval_on_start: run the baseline evaluation before the first step.
         seed: seeds the sampling; the training RNG streams are left untouched (`torch.random.fork_rng`).
-        trainer: the trainer to log through; or call `bind(trainer)` later.
+        trainer: the trainer to log through (TRL's convention); or call `bind(trainer)` later. `PPOTrainer` binds
+            the callbacks it is given in `callbacks=[...]` itself.
 
     Usage:
     ```python
     from trl import GRPOConfig, GRPOTrainer
     from trl.rewards import accuracy_reward
+    from trl_ppo_plus import PPOConfig, PPOTrainer
     from trl_ppo_plus.callbacks import VerifiableEvalCallback
 
+    # PPOTrainer: the ordinary HF way, bound at construction
+    evaluator = VerifiableEvalCallback(test, [accuracy_reward], num_samples=8, eval_steps=50)
+    trainer = PPOTrainer(model=..., reward_funcs=[accuracy_reward], args=PPOConfig(...), train_dataset=train,
+                         callbacks=[evaluator])
+
+    # Other trainers: TRL's `trainer=` convention (registers the callback too)
     trainer = GRPOTrainer(model=..., reward_funcs=[accuracy_reward], args=GRPOConfig(...), train_dataset=train)
-    VerifiableEvalCallback(test, [accuracy_reward], num_samples=8, eval_steps=50).bind(trainer)
+    VerifiableEvalCallback(test, [accuracy_reward], num_samples=8, eval_steps=50, trainer=trainer)
     trainer.train()  # log_history gets eval/accuracy, eval/pass@8, eval/maj@8, eval/mean_length at step 0, 50, ...
     ```
     """
@@ -173,7 +183,8 @@ class VerifiableEvalCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         if self.trainer is None:
             raise RuntimeError(
-                "VerifiableEvalCallback is not bound to a trainer: call `callback.bind(trainer)` before `train()`"
+                "VerifiableEvalCallback is not bound to a trainer: pass it to PPOTrainer(callbacks=[...]), or, for "
+                "other trainers, construct it with `trainer=trainer` (or call `callback.bind(trainer)`) before `train()`"
             )
         if self.eval_on_start:
             self._evaluate_and_log(state)

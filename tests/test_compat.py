@@ -1,5 +1,6 @@
 """Drop-in compatibility: a TRL <= 1.12 PPO script with only its import changed, and its positional call."""
 
+import pytest
 import torch
 from datasets import Dataset
 from ppo_helpers import logged
@@ -95,3 +96,120 @@ def test_trl_1_12_positional_order(tiny_model_path, tmp_path):
     assert "prompt" in trainer.train_dataset.column_names
     trainer.train()
     assert trainer.state.global_step == 1
+
+
+# ---------------------------------------------------------------- what TRL <= 1.12 scripts and TRL's tests rely on
+
+
+def _save_without_tokenizer(path, out):
+    AutoModelForSequenceClassification.from_pretrained(path, num_labels=1).save_pretrained(out)
+    return str(out)
+
+
+def test_value_model_check_compares_base_vocabularies_only_when_both_have_tokenizers(tiny_model_path, tmp_path):
+    from trl_ppo_plus.validation import check_models_before_loading
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path, padding_side="left")
+    tokenizer.add_special_tokens({"pad_token": "[PAD]"})  # added at run time: not part of the base vocabulary
+    bare = _save_without_tokenizer(f"{tiny_model_path}/reward", tmp_path / "bare")  # transformers would invent one
+    for value_model in (f"{tiny_model_path}/reward", bare):
+        check_models_before_loading(tiny_model_path, ["r"], value_model, tokenizer, {})
+
+
+def test_reward_models_keep_their_own_tokenizer_or_get_the_policys(tiny_model_path, tiny_cache_dir, tmp_path):
+    from ppo_helpers import fast_args, prompts_dataset
+
+    from trl_ppo_plus.tiny import tiny_model_dir
+
+    other = tiny_model_dir(cache_dir=tiny_cache_dir, vocab_size=300, corpus=("a b c d e f g 1 2 3",) * 20)
+    bare = _save_without_tokenizer(f"{tiny_model_path}/reward", tmp_path / "bare")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path, padding_side="left")
+    trainer = PPOTrainer(
+        model=tiny_model_path,
+        reward_funcs=[str(other / "reward"), bare],  # GRPO re-tokenizes prompt + completion for each
+        args=fast_args(tmp_path, max_steps=1, max_completion_length=3),
+        train_dataset=prompts_dataset(8),
+        processing_class=tokenizer,
+    )
+    own, policys = trainer.reward_processing_classes
+    assert own.get_vocab() == AutoTokenizer.from_pretrained(other).get_vocab() != tokenizer.get_vocab()
+    assert policys is tokenizer  # saved without a tokenizer: it reads the policy's ids, as in TRL <= 1.12
+    trainer.train()
+    assert len(trainer.state.log_history[0]) and trainer.state.global_step == 1
+
+
+def test_input_ids_prompts_keep_their_special_tokens(tiny_model_path):
+    from trl_ppo_plus.legacy import prompts_from_input_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    chat = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "What is 2 + 3?"}], tokenize=False, add_generation_prompt=True
+    )
+    ids = tokenizer(chat)["input_ids"]
+    data = Dataset.from_dict({"input_ids": [ids], "attention_mask": [[1] * len(ids)], "lengths": [len(ids)]})
+    converted = prompts_from_input_ids({"held-out": data}, tokenizer)["held-out"]  # a dict of eval datasets too
+    assert converted.column_names == ["prompt"]
+    assert converted["prompt"] == [chat] and "<|im_start|>" in chat
+    assert tokenizer(converted["prompt"][0])["input_ids"] == ids  # GRPO re-tokenizes it to the same ids
+
+
+def test_pad_token_added_at_run_time_is_never_embedded(tiny_model_path):
+    from trl_ppo_plus.legacy import never_embed_pad
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path, padding_side="left")
+    tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+    pad = tokenizer.pad_token_id
+    assert pad == model.get_input_embeddings().num_embeddings  # one past the model's vocabulary
+    batch = tokenizer(["2 + 3 =", "Ann has 12 apples and gets 4 more. How many"], return_tensors="pt", padding=True)
+    never_embed_pad(model, pad)
+    with torch.no_grad():
+        logits = model(**batch).logits[:, -1]
+        out = model.generate(**batch, max_new_tokens=4, do_sample=False, pad_token_id=pad)
+        unpadded = model(**tokenizer(["2 + 3 ="], return_tensors="pt")).logits[:, -1]
+    assert out.shape[1] == batch["input_ids"].shape[1] + 4
+    torch.testing.assert_close(logits[0], unpadded[0], atol=1e-4, rtol=1e-4)  # the pad rows are masked out anyway
+
+
+def test_legacy_trainer_attributes_model_adapter_name_and_eval_dataset_dict(tiny_model_path, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from ppo_helpers import DigitReward, fast_args, logged, prompts_dataset
+
+    policy = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    lora = LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    policy = get_peft_model(policy, lora, adapter_name="sft")
+    policy.add_adapter("ppo", lora)
+    value_model = AutoModelForSequenceClassification.from_pretrained(f"{tiny_model_path}/reward", num_labels=1)
+    args = fast_args(
+        tmp_path,
+        max_steps=1,
+        max_completion_length=3,
+        per_device_train_batch_size=4,
+        per_device_eval_batch_size=4,
+        model_adapter_name="ppo",
+        eval_strategy="steps",
+        eval_steps=1,
+    )
+    trainer = PPOTrainer(
+        model=policy,
+        reward_funcs=DigitReward(tiny_model_path),
+        args=args,
+        train_dataset=prompts_dataset(8),
+        eval_dataset={"easy": prompts_dataset(4), "hard": prompts_dataset(4)},
+        value_model=value_model,
+    )
+    assert trainer.model.policy is trainer.model and trainer.model.value_model is value_model
+    assert trainer.model.active_adapter == "ppo"
+    before = {k: v.clone() for k, v in trainer.model.named_parameters() if "lora" in k}
+    trainer.train()
+    changed = {
+        k.split(".")[-2] for k, v in trainer.model.named_parameters() if "lora" in k and not torch.equal(v, before[k])
+    }
+    assert changed == {"ppo"}, changed  # the named adapter trained, the other did not
+    assert logged(trainer, "eval_easy_loss") and logged(trainer, "eval_hard_loss")  # one evaluation per dataset
+
+    wrong = fast_args(tmp_path, model_adapter_name="nope")
+    with pytest.raises(ValueError, match="model_adapter_name='nope'"):
+        PPOTrainer(
+            model=policy, reward_funcs=DigitReward(tiny_model_path), args=wrong, train_dataset=prompts_dataset(4)
+        )

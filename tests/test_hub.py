@@ -319,3 +319,38 @@ def test_trainer_push_to_hub_renders_our_card_and_commits_once(online_hub, tiny_
     assert info["kl_controller"]["kind"] == "adaptive"
     assert info["kl_controller"]["final_kl_coef"] == trainer.kl_ctl.value != info["kl_controller"]["init_kl_coef"]
     assert TOKEN.encode() not in remote["README.md"] and TOKEN.encode() not in remote[RUN_INFO_FILE]
+
+
+def test_callbacks_bind_at_construction_and_save_model_publishes_the_full_card(tiny_model_path, tmp_path, capsys):
+    """`callbacks=[...]` the HF way binds the evaluators; any `save_model` folder publishes with `model-index`."""
+    import yaml
+    from datasets import Dataset
+    from ppo_helpers import DigitReward, fast_args, prompts_dataset
+
+    from trl_ppo_plus import PPOTrainer
+    from trl_ppo_plus.callbacks import CompletionSamplesCallback, VerifiableEvalCallback
+
+    reward = DigitReward(tiny_model_path)
+    held_out = Dataset.from_dict({"prompt": ["Ann has 2 apples and gets 3 more.", "Bob has 4 pens."]})
+    evaluator = VerifiableEvalCallback(held_out, [reward], eval_steps=1, max_new_tokens=3, correct_threshold=0.0)
+    samples = CompletionSamplesCallback(evaluator, num_print=0)  # holds the evaluator, which is not in `callbacks`
+    args = fast_args(tmp_path / "run", max_steps=2, kl_controller="adaptive", kl_target=1.0, kl_horizon=100)
+    trainer = PPOTrainer(
+        model=tiny_model_path, reward_funcs=reward, args=args, train_dataset=prompts_dataset(16), callbacks=[samples]
+    )
+    assert evaluator.trainer is trainer and evaluator in trainer.callback_handler.callbacks
+    trainer.train()
+    assert [e["step"] for e in trainer.state.log_history if "eval/accuracy" in e] == [0, 1, 2]
+
+    out = tmp_path / "saved"  # not output_dir, and no create_model_card / push_to_hub call
+    trainer.save_model(str(out))
+    result = publish(out, "me/ppo-run", dry_run=True, dry_run_dir=tmp_path / "dry")
+    card = (Path(result.local_dir) / "model" / "README.md").read_text()
+    meta = yaml.safe_load(card.split("---")[1])
+    results = meta["model-index"][0]["results"]
+    metrics = {m["name"]: m["value"] for r in results for m in r["metrics"]}
+    assert metrics["accuracy"] == evaluator.last_results.metrics["eval/accuracy"] == 1.0
+    info = json.loads((out / RUN_INFO_FILE).read_text())
+    assert info["kl_controller"]["init_kl_coef"] == 0.05 and info["kl_controller"]["final_kl_coef"] != 0.05  # β moved
+    assert info["reward_funcs"] == [{"name": "digit_reward", "weight": 1.0, "kind": "custom"}]
+    assert (out / "training_curves.png").exists() and "training_curves.png" in card

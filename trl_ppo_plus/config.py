@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 from dataclasses import dataclass, field
 
 from trl import GRPOConfig
 
 from trl_ppo_plus.cpu_memory import MMAP_THRESHOLD_MAX
+from trl_ppo_plus.grpo_fields import LOSS_TYPE_TO_AGGREGATION, refuse_unsupported
 from trl_ppo_plus.kl_control import PID_KD, PID_KI, PID_KL_COEF_MAX, PID_KL_COEF_MIN, PID_KP
 from trl_ppo_plus.ppo_math import LOSS_AGGREGATIONS
 from trl_ppo_plus.reward_norm import REWARD_NORMALIZATIONS
@@ -15,6 +18,8 @@ from trl_ppo_plus.reward_norm import REWARD_NORMALIZATIONS
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 KL_PENALTIES = ("reward", "loss")
+
+logger = logging.getLogger(__name__)
 
 
 def _cuda_bf16() -> bool:
@@ -28,9 +33,16 @@ class PPOConfig(GRPOConfig):
     r"""
     Configuration for [`PPOTrainer`]: everything [`trl.GRPOConfig`] has (generation, vLLM, PEFT, logging), plus PPO.
 
-    One *rollout* generates `generation_batch_size` completions (per process: `per_device_train_batch_size ×
-    gradient_accumulation_steps × num_mini_batches`), scores them, estimates advantages with GAE against the critic,
-    then runs `num_ppo_epochs` passes over it, each split into `num_mini_batches` optimizer steps.
+    One *rollout* generates `generation_batch_size` completions (all processes: `per_device_train_batch_size ×
+    processes × gradient_accumulation_steps × num_mini_batches`), scores them, estimates advantages with GAE against
+    the critic, then runs `num_ppo_epochs` passes over it, each split into `num_mini_batches` optimizer steps of
+    `gradient_accumulation_steps` micro-batches. GRPO's `generation_batch_size` or `steps_per_generation` may set the
+    rollout size instead; `num_mini_batches` must then agree (or be left unset, and it is derived), so every
+    micro-batch of a rollout is trained on.
+
+    Every field inherited from `GRPOConfig` is honoured, mapped to its PPO name (`beta` → `kl_coef`,
+    `num_iterations` → `num_ppo_epochs`, `epsilon` → `cliprange`, `epsilon_high` → `cliprange_high`, `delta` →
+    `dual_clip`, `loss_type` → `loss_aggregation`) or refused when set: the table is `trl_ppo_plus.grpo_fields` (and the README).
 
     Parameters:
         > PPO objective
@@ -57,11 +69,12 @@ class PPOConfig(GRPOConfig):
             where GRPO gives such a group zero advantage (`benchmarks/learning_suite.py`; Dr. GRPO, arXiv:2503.20783,
             also drops the std division).
         num_ppo_epochs (`int`, *optional*, defaults to `1`):
-            Passes over each rollout batch. Alias of GRPO's `num_iterations`. 1, as veRL's `ppo_epochs`, OpenRLHF's
+            Passes over each rollout batch; a GRPO script's `num_iterations`, when set, is read as this. 1, as veRL's `ppo_epochs`, OpenRLHF's
             `max_epochs` and GRPO's `num_iterations`: with `max_steps` fixed, each extra epoch replaces fresh
             completions (TRL ≤ 1.12 used 4; `benchmarks/learning_suite.py`).
-        num_mini_batches (`int`, *optional*, defaults to `1`):
-            Optimizer steps per epoch: the rollout batch is split into this many mini-batches.
+        num_mini_batches (`int` or `None`, *optional*, defaults to `None`):
+            Optimizer steps per epoch: the rollout batch is split into this many mini-batches. `None`: derived from
+            `generation_batch_size` / `steps_per_generation` when one is set, else `1`.
         target_kl_early_stop (`float` or `None`, *optional*, defaults to `None`):
             When set, skip the remaining mini-batches and epochs of an update once the approximate KL between the
             rollout policy and the current policy exceeds `1.5 × target_kl_early_stop` (OpenAI baselines, Spinning
@@ -141,6 +154,20 @@ class PPOConfig(GRPOConfig):
             set it (e.g. `1048576`) only when memory is the limit. Process-wide; glibc's `MALLOC_MMAP_THRESHOLD_`
             environment variable wins. At most 32 MiB; `None` leaves glibc's default.
 
+        > GRPOConfig fields with a PPO default (the full table: `trl_ppo_plus.grpo_fields`)
+
+        num_iterations, epsilon, loss_type (`int`, `float`, `str` or `None`, *optional*, default to `None`):
+            GRPO's names of `num_ppo_epochs`, `cliprange` and `loss_aggregation`; read as those when set
+            (`loss_type`: `dapo`, `bnpo` → `token-mean`, `grpo` → `seq-mean-token-mean`, `dr_grpo` →
+            `seq-mean-token-sum`; other loss types are refused). Setting both names to different values raises.
+        scale_rewards (`str`, *optional*, defaults to `"none"`):
+            GRPO's group-advantage scaling; PPO's advantages come from GAE, so any other value is refused.
+        vllm_importance_sampling_correction (`bool`, *optional*, defaults to `False`):
+            Refused when `True`: PPO recomputes the rollout log-probs with the training policy, so vLLM's sampling
+            log-probs are not used.
+        use_bias_correction_kl (`bool`, *optional*, defaults to `False`):
+            Refused when `True`: the KL term is not reweighted by the ratio.
+
         > Old TRL (≤ 1.12) names, accepted so that stranded scripts keep running
 
         total_episodes (`int` or `None`): episodes to train on; sets `max_steps`.
@@ -150,6 +177,8 @@ class PPOConfig(GRPOConfig):
         num_sample_generations (`int`): accepted for compatibility; use the evaluation callbacks instead.
         sft_model_path (`str` or `None`): the policy to start from when the trainer gets no `model`.
         model_adapter_name / ref_adapter_name (`str` or `None`): PEFT adapters used as policy / reference.
+        dataset_num_proc (`int` or `None`): processes for dataset preprocessing (`datasets.Dataset.map`), such as
+            decoding a pre-tokenized `input_ids` dataset.
     """
 
     # Overridden GRPO / Trainer defaults: PPO conventions (TRL ≤ 1.12).
@@ -161,6 +190,18 @@ class PPOConfig(GRPOConfig):
     temperature: float = field(default=0.7, metadata={"help": "Sampling temperature (TRL PPO's default)."})
     disable_dropout: bool = field(default=True, metadata={"help": "Turn dropout off (PPO ratios need it off)."})
     entropy_coef: float = field(default=0.0, metadata={"help": "Weight of the entropy bonus in the loss."})
+    # GRPO names read as PPO fields (trl_ppo_plus.grpo_fields.MAPPED): None means "not set by the user".
+    num_iterations: int | None = field(default=None, metadata={"help": "GRPO's name of num_ppo_epochs."})
+    epsilon: float | None = field(default=None, metadata={"help": "GRPO's name of cliprange."})
+    loss_type: str | None = field(
+        default=None, metadata={"help": "GRPO's loss type, read as loss_aggregation (dapo, bnpo, grpo, dr_grpo)."}
+    )
+    # GRPO settings PPO does not implement: defaults that switch them off (trl_ppo_plus.grpo_fields.REFUSED).
+    scale_rewards: str = field(default="none", metadata={"help": "Refused: PPO's advantages come from GAE."})
+    vllm_importance_sampling_correction: bool = field(
+        default=False, metadata={"help": "Refused: PPO recomputes the rollout log-probs with the training policy."}
+    )
+    use_bias_correction_kl: bool = field(default=False, metadata={"help": "Refused: the KL is not reweighted."})
 
     # PPO objective
     cliprange: float = field(default=0.2, metadata={"help": "Clip range ε of the surrogate objective (0.1–0.3)."})
@@ -174,7 +215,9 @@ class PPOConfig(GRPOConfig):
     whiten_advantages: bool = field(default=False, metadata={"help": "Whiten advantages over the rollout batch."})
     # 1 (was 4): at a fixed max_steps each extra epoch costs fresh completions; veRL, OpenRLHF and GRPO default to 1.
     num_ppo_epochs: int = field(default=1, metadata={"help": "Passes over each rollout batch (veRL, OpenRLHF: 1)."})
-    num_mini_batches: int = field(default=1, metadata={"help": "Optimizer steps per epoch over a rollout."})
+    num_mini_batches: int | None = field(
+        default=None, metadata={"help": "Optimizer steps per epoch over a rollout (None: derived, else 1)."}
+    )
     target_kl_early_stop: float | None = field(
         default=None,
         metadata={"help": "Stop an update early when approx KL to the rollout policy exceeds 1.5× this (0.01–0.05)."},
@@ -243,18 +286,18 @@ class PPOConfig(GRPOConfig):
     sft_model_path: str | None = field(default=None, metadata={"help": "Policy to start from when none is given."})
     model_adapter_name: str | None = field(default=None, metadata={"help": "PEFT adapter used as the policy."})
     ref_adapter_name: str | None = field(default=None, metadata={"help": "PEFT adapter used as the reference."})
+    dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for dataset preprocessing."})
 
     def __post_init__(self):
         self._validate_ppo_fields()  # before anything heavy: bad input fails first, naming the field
-        if self.beta:  # a GRPO script's `beta` becomes PPO's initial β; GRPO's own KL term stays off
-            self.kl_coef, self.beta = self.beta, 0.0
+        refuse_unsupported(self, _PPO_DEFAULTS)
+        self._map_grpo_names()
         if self.response_length is not None:
             self.max_completion_length = self.response_length
-        self.num_iterations = self.num_ppo_epochs
         if self.bf16 is None:  # TRL defaults to bf16, which fails on CPU-only machines: bf16 on a GPU, fp32 on CPU
             self.bf16 = not self.fp16 and _cuda_bf16()
         if self.generation_batch_size is None and self.steps_per_generation is None:
-            self.steps_per_generation = self.gradient_accumulation_steps * self.num_mini_batches
+            self.steps_per_generation = self.gradient_accumulation_steps * (self.num_mini_batches or 1)
 
         # GRPOConfig refuses num_generations < 2 (its baseline is the group mean); PPO's baseline is the critic, so
         # we accept 1. That check is GRPOConfig.__post_init__'s last but the vLLM sampling-correction checks, which
@@ -265,19 +308,84 @@ class PPOConfig(GRPOConfig):
             if self.num_generations != 1 or "at least 2 generations" not in str(err):
                 raise
             self._after_group_size_check()
+        self._check_batching()
 
-        mini_batch = self.generation_batch_size // self.num_mini_batches  # num_mini_batches >= 1 was validated
-        if self.generation_batch_size % self.num_mini_batches or mini_batch % (
-            self.per_device_train_batch_size * self.world_size
-        ):
+    def _map_grpo_names(self):
+        """GRPO's names for PPO settings (`grpo_fields.MAPPED`) onto the PPO fields; a conflict raises."""
+
+        def take(grpo_name, grpo_value, ppo_name, ppo_value):
+            ppo_default = _PPO_DEFAULTS[ppo_name]
+            if ppo_value != ppo_default and ppo_value != grpo_value:
+                raise ValueError(
+                    f"PPOConfig.{grpo_name}={grpo_value!r} and PPOConfig.{ppo_name}={ppo_value!r} disagree: "
+                    f"{grpo_name} is GRPO's name of {ppo_name}; set one of them."
+                )
+            setattr(self, ppo_name, grpo_value)
+
+        if self.beta:  # a GRPO script's `beta` becomes PPO's initial β; GRPO's own KL term stays off
+            take("beta", self.beta, "kl_coef", self.kl_coef)
+            self.beta = 0.0
+        if self.num_iterations is not None:
+            take("num_iterations", self.num_iterations, "num_ppo_epochs", self.num_ppo_epochs)
+        if self.epsilon is not None:
+            take("epsilon", self.epsilon, "cliprange", self.cliprange)
+        if self.epsilon_high is not None:
+            take("epsilon_high", self.epsilon_high, "cliprange_high", self.cliprange_high)
+        if self.delta is not None:
+            take("delta", self.delta, "dual_clip", self.dual_clip)
+        if self.loss_type is not None:
+            if self.loss_type not in LOSS_TYPE_TO_AGGREGATION:
+                raise ValueError(
+                    f"PPOConfig.loss_type={self.loss_type!r} is not supported by PPOTrainer: it is not the clipped "
+                    f"PPO objective. GRPO's loss types read as a PPO loss aggregation: {LOSS_TYPE_TO_AGGREGATION}."
+                )
+            take("loss_type", LOSS_TYPE_TO_AGGREGATION[self.loss_type], "loss_aggregation", self.loss_aggregation)
+        self._validate_ppo_fields()  # the mapped values obey the PPO fields' bounds
+        # GRPOTrainer reads these names: they hold the PPO values from here on.
+        self.num_iterations, self.epsilon, self.epsilon_high = self.num_ppo_epochs, self.cliprange, self.cliprange_high
+        self.delta = self.dual_clip
+
+    def _check_batching(self):
+        """A rollout is `steps_per_generation` micro-batches: `num_mini_batches` × `gradient_accumulation_steps`."""
+        micro_batches, accumulation = self.steps_per_generation, self.gradient_accumulation_steps
+        if micro_batches % accumulation:
             raise ValueError(
-                f"num_mini_batches={self.num_mini_batches} must divide the rollout batch (generation_batch_size="
-                f"{self.generation_batch_size}) into mini-batches that are multiples of the global micro-batch "
-                f"(per_device_train_batch_size × processes = {self.per_device_train_batch_size * self.world_size})."
+                f"steps_per_generation={micro_batches} (generation_batch_size={self.generation_batch_size}) must be a "
+                f"multiple of gradient_accumulation_steps={accumulation}: a rollout splits into mini-batches of "
+                f"gradient_accumulation_steps micro-batches of per_device_train_batch_size × processes."
+            )
+        if self.num_mini_batches is None:
+            self.num_mini_batches = micro_batches // accumulation
+        elif self.num_mini_batches * accumulation != micro_batches:
+            raise ValueError(
+                f"num_mini_batches={self.num_mini_batches} disagrees with generation_batch_size="
+                f"{self.generation_batch_size} (steps_per_generation={micro_batches}): a rollout of "
+                f"{micro_batches} micro-batches makes {micro_batches // accumulation} mini-batches of "
+                f"gradient_accumulation_steps={accumulation}. Set num_mini_batches={micro_batches // accumulation} "
+                f"(or leave it unset){self._accumulation_hint(micro_batches)}."
             )
         if self.total_episodes is not None:
             updates = math.ceil(self.total_episodes / self.generation_batch_size)
-            self.max_steps = updates * self.num_ppo_epochs * self.num_mini_batches
+            steps = updates * self.num_ppo_epochs * self.num_mini_batches
+            if self.max_steps not in (-1, steps):
+                raise ValueError(
+                    f"total_episodes={self.total_episodes} gives max_steps={steps} ({updates} rollouts of "
+                    f"{self.generation_batch_size} × {self.num_ppo_epochs} epochs × {self.num_mini_batches} "
+                    f"mini-batches), but max_steps={self.max_steps} was set: set one of them."
+                )
+            if self.total_episodes % self.generation_batch_size:
+                logger.warning(
+                    "total_episodes=%d is not a multiple of generation_batch_size=%d: training on %d episodes.",
+                    self.total_episodes,
+                    self.generation_batch_size,
+                    updates * self.generation_batch_size,
+                )
+            self.max_steps = steps
+
+    def _accumulation_hint(self, micro_batches: int) -> str:
+        if micro_batches % self.num_mini_batches:
+            return ""
+        return f", or gradient_accumulation_steps={micro_batches // self.num_mini_batches}"
 
     def _after_group_size_check(self):
         """The checks GRPOConfig.__post_init__ runs after its group-size check (vLLM importance sampling)."""
@@ -298,6 +406,8 @@ class PPOConfig(GRPOConfig):
 
         if not self.cliprange > 0:
             bad("cliprange", self.cliprange, "it must be > 0 (usually 0.1–0.3)")
+        if self.dataset_num_proc is not None and self.dataset_num_proc < 1:
+            bad("dataset_num_proc", self.dataset_num_proc, "it must be >= 1 or None")
         if not self.cliprange_value > 0:
             bad("cliprange_value", self.cliprange_value, "it must be > 0")
         if not 0 < self.gamma <= 1:
@@ -312,8 +422,8 @@ class PPOConfig(GRPOConfig):
             bad("kl_penalty", self.kl_penalty, f"expected one of {KL_PENALTIES}")
         if self.num_ppo_epochs < 1:
             bad("num_ppo_epochs", self.num_ppo_epochs, "it must be >= 1")
-        if self.num_mini_batches < 1:
-            bad("num_mini_batches", self.num_mini_batches, "it must be >= 1")
+        if self.num_mini_batches is not None and self.num_mini_batches < 1:
+            bad("num_mini_batches", self.num_mini_batches, "it must be >= 1 or None")
         if self.num_generations < 1:
             bad("num_generations", self.num_generations, "it must be >= 1")
         if self.target_kl_early_stop is not None and not self.target_kl_early_stop > 0:
@@ -350,3 +460,6 @@ class PPOConfig(GRPOConfig):
             self.kl_coef_min,
             self.kl_coef_max,
         )
+
+
+_PPO_DEFAULTS = {f.name: f.default for f in dataclasses.fields(PPOConfig) if f.default is not dataclasses.MISSING}

@@ -155,7 +155,7 @@ class PPOTrainer(GRPOTrainer):
         quantization_config=None,
         **kwargs,
     ):
-        from trl_ppo_plus.legacy import adapt_legacy_call, prompts_from_input_ids
+        from trl_ppo_plus.legacy import adapt_legacy_call, prompts_from_input_ids, reward_processing_classes_for
 
         call = adapt_legacy_call(dict(locals()))  # TRL <= 1.12 positional order: (args, processing_class, model, ...)
         model, reward_funcs, args, processing_class = (
@@ -166,8 +166,9 @@ class PPOTrainer(GRPOTrainer):
         )
         train_dataset, eval_dataset, value_model = call["train_dataset"], call["eval_dataset"], call["value_model"]
         ref_model, reward_model = call["ref_model"], call["reward_model"]
-        train_dataset = prompts_from_input_ids(train_dataset, processing_class)
-        eval_dataset = prompts_from_input_ids(eval_dataset, processing_class)
+        num_proc = getattr(args, "dataset_num_proc", None)
+        train_dataset = prompts_from_input_ids(train_dataset, processing_class, num_proc)
+        eval_dataset = prompts_from_input_ids(eval_dataset, processing_class, num_proc)
         if args is None:
             name = model if isinstance(model, str) else getattr(model.config, "_name_or_path", "model")
             args = PPOConfig(f"{str(name).rstrip('/').split('/')[-1]}-PPO")
@@ -192,6 +193,9 @@ class PPOTrainer(GRPOTrainer):
             model = args.sft_model_path
         # Bad input fails here, before any model loads.
         check_models_before_loading(model, reward_funcs, value_model, processing_class, kwargs)
+        reward_processing_classes = reward_processing_classes_for(
+            reward_funcs, reward_processing_classes, processing_class
+        )
 
         super().__init__(
             model=model,
@@ -242,6 +246,10 @@ class PPOTrainer(GRPOTrainer):
         self._episodes = 0
         self.score_normalizer = ScoreNormalizer(args.reward_normalization)
         self._train_rollouts = 0  # rollouts generated in training so far (critic warmup counts them)
+        self._never_embed_pad()
+        self._apply_model_adapter()
+        self._bind_callbacks()
+        self._set_legacy_attributes()
 
     # ------------------------------------------------------------------ models
     @property
@@ -310,6 +318,48 @@ class PPOTrainer(GRPOTrainer):
             if critic is not None:
                 policy._modules[CRITIC_ATTR] = critic
 
+    # ------------------------------------------------------------------ TRL <= 1.12 scripts and HF conventions
+    def _never_embed_pad(self) -> None:
+        """A pad token added at run time has no embedding row: map it to a valid one in every model (TRL <= 1.12)."""
+        from trl_ppo_plus.legacy import embeddable_pad_id, never_embed_pad
+
+        pad_token_id = self._tokenizer.pad_token_id
+        models = [self._policy, self.critic.model if isinstance(self.critic, SeparateCritic) else None]
+        models.append(self.accelerator.unwrap_model(self.ref_model) if self.ref_model is not None else None)
+        for model in filter(None, models):
+            never_embed_pad(model, pad_token_id)
+        for func, tokenizer in zip(self.reward_funcs, self.reward_processing_classes):
+            if isinstance(func, nn.Module) and tokenizer is not None:
+                never_embed_pad(self.accelerator.unwrap_model(func), tokenizer.pad_token_id)
+        self._pad_id = embeddable_pad_id(self._tokenizer, self._policy)  # pads the rollout's token ids
+
+    def _apply_model_adapter(self) -> None:
+        """TRL <= 1.12's `model_adapter_name`: train that adapter of a multi-adapter PEFT policy."""
+        name = self.args.model_adapter_name
+        if name is None:
+            return
+        adapters = list(getattr(self._policy, "peft_config", {}) or {})
+        if name not in adapters:
+            raise ValueError(
+                f"PPOConfig.model_adapter_name={name!r} is not an adapter of the policy (its adapters: {adapters}); "
+                f"pass a PEFT model that has it, or leave model_adapter_name=None."
+            )
+        self._policy.set_adapter(name)
+
+    def _bind_callbacks(self) -> None:
+        """Bind callbacks that log through their trainer (`VerifiableEvalCallback`, ...), the HF `callbacks=[...]` way."""
+        for callback in list(self.callback_handler.callbacks):
+            for needs_trainer in (callback, getattr(callback, "eval_callback", None)):  # CompletionSamplesCallback's
+                if hasattr(needs_trainer, "bind") and getattr(needs_trainer, "trainer", None) is None:
+                    needs_trainer.bind(self)  # also registers it when it was not in `callbacks`
+
+    def _set_legacy_attributes(self) -> None:
+        """`trainer.model.policy` and `trainer.model.value_model`, which TRL <= 1.12 scripts and tests read."""
+        from trl_ppo_plus.legacy import set_legacy_attributes
+
+        critic = self.critic
+        set_legacy_attributes(self._policy, critic.model if isinstance(critic, SeparateCritic) else critic)
+
     # ------------------------------------------------------------------ forward passes
     def _policy_logps_and_values(self, model, input_ids, attention_mask, logits_to_keep, batch_size, entropy=False):
         """Per-token log-probs `(B, C)`, entropies `(B, C)` or None, and values `(B, C)` of the completion."""
@@ -356,7 +406,7 @@ class PPOTrainer(GRPOTrainer):
         prompt_ids_list, completion_ids_list, tool_mask_list, completions, _, extra, _, _ = self._generate(prompts)
 
         prompt_ids, prompt_mask, completion_ids, completion_mask = (
-            t.to(device) for t in pad_rollout(prompt_ids_list, completion_ids_list, self._tokenizer.pad_token_id)
+            t.to(device) for t in pad_rollout(prompt_ids_list, completion_ids_list, self._pad_id)
         )
         self._check_context_length(prompt_ids.size(1), completion_ids.size(1))
         ended = torch.tensor([len(c) > 0 and c[-1] in self.eos_token_ids for c in completion_ids_list], device=device)
@@ -633,7 +683,8 @@ class PPOTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ checkpoints
     def _save(self, output_dir: str | None = None, state_dict=None):
-        """The policy (GRPO's `_save`), then the critic in `value_model/`, then `kl_controller.json` last.
+        """The policy (GRPO's `_save`), the critic in `value_model/`, the run info and curves (for the card), then
+        `kl_controller.json` last.
 
         PPO's files are written under a temporary name and renamed into place, and the KL controller file, written
         last, marks the checkpoint complete: a crash mid-save leaves a checkpoint that resume refuses.
@@ -656,6 +707,7 @@ class PPOTrainer(GRPOTrainer):
             if os.path.isdir(critic_dir):
                 shutil.rmtree(critic_dir)
             os.replace(critic_dir + ".tmp", critic_dir)
+        self._write_run_info(output_dir)
         state = {"kind": self.args.kl_controller, "state": self.kl_ctl.state_dict(), "episodes": self._episodes}
         state.update(score_normalizer=self.score_normalizer.state_dict(), train_rollouts=self._train_rollouts)
         with open(kl_file + ".tmp", "w") as f:
@@ -677,6 +729,16 @@ class PPOTrainer(GRPOTrainer):
         path = os.path.join(output_dir, ROLLOUT_STATE_FILE.format(self.accelerator.process_index))
         torch.save(state, path + ".tmp")
         os.replace(path + ".tmp", path)
+
+    def _write_run_info(self, output_dir: str) -> None:
+        """The run description and curves beside the weights, so `publish(output_dir)` renders the full card
+        (`model-index` from the logged eval metrics, β, the rewards, the curves) for any saved folder."""
+        from trl_ppo_plus.callbacks.training_curves import PNG_NAME, plot_training_curves
+        from trl_ppo_plus.model_card import RUN_INFO_FILE
+        from trl_ppo_plus.run_info import run_info_from_trainer
+
+        run_info_from_trainer(self).to_json(os.path.join(output_dir, RUN_INFO_FILE))
+        plot_training_curves(self.state.log_history, os.path.join(output_dir, PNG_NAME))  # False: nothing logged yet
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         from trl_ppo_plus.modeling import is_policy_and_value, load_policy_and_value_weights
