@@ -84,6 +84,7 @@ def evaluate(trainer, held_out, funcs, a) -> dict:
 
 
 def train_arm(algo: str, model_dir: str, train, held_out, a, seed: int, out: Path) -> tuple[dict, float]:
+    import torch
     from peft import LoraConfig
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
@@ -94,7 +95,8 @@ def train_arm(algo: str, model_dir: str, train, held_out, a, seed: int, out: Pat
     funcs = rewards(a.format_weight)
     common = dict(output_dir=str(out / algo), max_steps=a.steps, per_device_train_batch_size=a.batch,
                   learning_rate=a.lr, max_completion_length=a.max_completion_length, temperature=a.temperature,
-                  logging_steps=1, save_strategy="no", report_to="none", seed=seed, disable_tqdm=True)  # fmt: skip
+                  logging_steps=1, save_strategy="no", report_to="none", seed=seed, disable_tqdm=True,
+                  bf16=torch.cuda.is_available())  # fmt: skip
     quantization = None if a.quantization == "none" else a.quantization
     if algo == "ppo":
         model = load_policy_and_value(model_dir, quantization=quantization, gradient_checkpointing=False)
@@ -118,25 +120,15 @@ def train_arm(algo: str, model_dir: str, train, held_out, a, seed: int, out: Pat
 
 
 def part_learning(model_dir: str, a) -> dict:
-    from trl_ppo_plus import PPOConfig, PPOTrainer
-    from trl_ppo_plus.demo_smollm2 import gsm8k_prompts, read_gsm8k, rewards
-    from trl_ppo_plus.modeling import load_policy_and_value
+    from trl_ppo_plus.demo_smollm2 import gsm8k_prompts, read_gsm8k
 
     train = gsm8k_prompts(read_gsm8k(a.data_dir, "train", a.n_train))
     held_out = gsm8k_prompts(read_gsm8k(a.data_dir, "test", a.n_eval))
-    results: dict = {"base": [], **{algo: [] for algo in a.algos.split(",")}}
+    results: dict = {algo: [] for algo in a.algos.split(",")}
     with tempfile.TemporaryDirectory() as tmp:
-        # The base model, evaluated once through the same evaluator (greedy: seed-independent).
-        funcs = rewards(a.format_weight)
-        probe = PPOTrainer(
-            model=load_policy_and_value(model_dir, quantization=None if a.quantization == "none" else a.quantization),
-            reward_funcs=funcs,
-            args=PPOConfig(output_dir=f"{tmp}/probe", report_to="none", max_steps=1),
-            train_dataset=train,
-        )
-        results["base"].append(evaluate(probe, held_out, funcs, a))
-        print(f"base: {results['base'][-1]}", flush=True)
-        del probe
+        if "base" in results:  # the instruct model, once, through the same evaluator (greedy: seed-independent)
+            results["base"].append(evaluate_base(model_dir, train, held_out, a, tmp))
+            print(f"base: {results['base'][-1]}", flush=True)
         for seed in range(a.seeds_from, a.seeds_from + a.seeds):
             for algo in results:
                 if algo == "base":
@@ -145,6 +137,21 @@ def part_learning(model_dir: str, a) -> dict:
                 results[algo].append(result)
                 print(f"seed {seed} {algo}: {result} ({seconds:.0f} s)", flush=True)
     return results
+
+
+def evaluate_base(model_dir: str, train, held_out, a, tmp: str) -> dict:
+    from trl_ppo_plus import PPOConfig, PPOTrainer
+    from trl_ppo_plus.demo_smollm2 import rewards
+    from trl_ppo_plus.modeling import load_policy_and_value
+
+    funcs = rewards(a.format_weight)
+    probe = PPOTrainer(  # fresh LoRA adapters (B = 0): exactly the instruct model
+        model=load_policy_and_value(model_dir, quantization=None if a.quantization == "none" else a.quantization),
+        reward_funcs=funcs,
+        args=PPOConfig(output_dir=f"{tmp}/probe", report_to="none", max_steps=1),
+        train_dataset=train,
+    )
+    return evaluate(probe, held_out, funcs, a)
 
 
 def main() -> None:
@@ -161,7 +168,7 @@ def main() -> None:
     # 2. memory
     p.add_argument("--mem_batch", type=int, default=4)
     # 3. learning
-    p.add_argument("--algos", default="ppo,grpo,rloo")
+    p.add_argument("--algos", default="base,ppo,grpo,rloo", help="base: the instruct model, evaluated only")
     p.add_argument("--steps", type=int, default=200, help="optimizer steps per arm (one rollout each)")
     p.add_argument("--batch", type=int, default=16, help="completions per step, every arm")
     p.add_argument("--group", type=int, default=4, help="GRPO/RLOO completions per prompt (PPO: 1)")
