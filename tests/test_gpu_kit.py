@@ -13,12 +13,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)
 def test_gpu_kit_runs_every_part_at_tiny_shapes(tmp_path):
     env = {**os.environ, "KIT_OUT": str(tmp_path), "PY": sys.executable}
     proc = subprocess.run(
         ["bash", str(ROOT / "benchmarks" / "gpu" / "run.sh"), "--tiny"], env=env, capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count(" exit 0 after ") == 3, proc.stdout  # every part finished in its time limit
     assert "cuda" in (tmp_path / "env.txt").read_text()  # the environment line: versions and the device
 
     memory = (tmp_path / "memory_7b.log").read_text()

@@ -63,12 +63,12 @@ run_part() {  # name, time limit (s), command...
 }
 
 # ---- 2. measurements
-if [ $TINY = 1 ]; then
-  run_part memory_7b 120 $PY benchmarks/memory.py --preset 7b --variants shared --layers 1 --hidden 64 --vocab 512 \
+if [ $TINY = 1 ]; then  # seconds of CPU work each, but a loaded 2-core machine stretches them: generous limits
+  run_part memory_7b 300 $PY benchmarks/memory.py --preset 7b --variants shared --layers 1 --hidden 64 --vocab 512 \
     --batch 1 --prompt-tokens 8 --completion-tokens 4
-  run_part step_time_1p5b 120 $PY benchmarks/step_time.py --hidden 32 --layers 1 --heads 2 --batch 4 --group 2 \
+  run_part step_time_1p5b 300 $PY benchmarks/step_time.py --hidden 32 --layers 1 --heads 2 --batch 4 --group 2 \
     --length 4 --steps 1 --warmup 1 --repeats 1
-  run_part smollm2_ppo 120 $PY benchmarks/gpu/ppo_steps.py --tiny --steps 2 --batch 2 --length 8
+  run_part smollm2_ppo 300 $PY benchmarks/gpu/ppo_steps.py --tiny --steps 2 --batch 2 --length 8
 else
   run_part memory_7b 240 $PY benchmarks/memory.py --preset 7b --variants shared
   run_part step_time_1p5b 150 $PY benchmarks/step_time.py --hidden 1536 --layers 28 --heads 12 --batch 8 --group 4 \
