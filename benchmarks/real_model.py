@@ -63,7 +63,8 @@ def part_step_time(model_dir: str, a) -> dict:
 def part_memory(model_dir: str, a) -> dict:
     cmd = [sys.executable, str(HERE / "memory.py"), "--model", model_dir, "--batch", str(a.mem_batch),
            "--prompt-tokens", "128", "--completion-tokens", "64"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads)} if a.threads else None  # the children's torch threads
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     print(proc.stdout[-3000:], proc.stderr[-2000:] if proc.returncode else "")
     rows = [line.split(": ", 1) for line in proc.stdout.splitlines() if line.startswith(("shared: ", "separate: "))]
     results = {name: json.loads(payload) for name, payload in rows}
