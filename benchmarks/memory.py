@@ -58,12 +58,66 @@ def compute_dtype():
     return torch.bfloat16 if torch.cuda.is_available() else torch.float32
 
 
-def build(spec: dict, root: str) -> None:
-    """Random weights for the config, saved as a causal LM (`root/policy`), a 1-label classifier (`root/critic`,
-    value and reward model of the separate layout) and a random reward LoRA + score head (`root/reward_adapter`)."""
+def build_from(model: str, spec: dict, root: str, variants: list[str]) -> None:
+    """A pretrained checkpoint in every role: `root/policy` links to it, `root/critic` is it with a fresh 1-label
+    score head (`AutoModelForSequenceClassification`), and the reward LoRA is random (`save_reward_adapter`)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    os.symlink(os.path.abspath(model), f"{root}/policy")
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    if "separate" in variants:
+        critic = AutoModelForSequenceClassification.from_pretrained(model, num_labels=1, dtype=compute_dtype())
+        critic.config.pad_token_id = tokenizer.pad_token_id
+        critic.save_pretrained(f"{root}/critic")
+        tokenizer.save_pretrained(f"{root}/critic")
+    tokenizer.save_pretrained(f"{root}/reward_adapter")
+    save_reward_adapter(spec, root)
+    with open(f"{root}/params.json", "w") as f:
+        json.dump({"parameters": _checkpoint_parameters(model)}, f)
+
+
+def _checkpoint_parameters(model: str) -> int:
+    import math
+
+    from safetensors import safe_open
+
+    with safe_open(f"{model}/model.safetensors", "pt") as f:
+        return sum(math.prod(f.get_slice(k).get_shape()) for k in f.keys())
+
+
+def spec_of(model: str, spec: dict) -> dict:
+    """`spec` with the architecture of the checkpoint at `model` (family, sizes, vocabulary, tying)."""
+    from transformers import AutoConfig
+
+    c = AutoConfig.from_pretrained(model)
+    return {**spec, "family": c.model_type, "hidden": c.hidden_size, "layers": c.num_hidden_layers,
+            "heads": c.num_attention_heads, "kv_heads": c.num_key_value_heads, "intermediate": c.intermediate_size,
+            "vocab": c.vocab_size, "tie": c.tie_word_embeddings}  # fmt: skip
+
+
+def save_reward_adapter(spec: dict, root: str) -> None:
+    """A random reward LoRA as PEFT saves a SEQ_CLS adapter: LoRA on the attention projections + the score head."""
     import torch
     from peft import LoraConfig
     from safetensors.torch import save_file
+
+    lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"], task_type="SEQ_CLS")
+    lora.save_pretrained(f"{root}/reward_adapter")
+    head_dim = spec["hidden"] // spec["heads"]
+    weights = {"base_model.model.score.weight": torch.randn(1, spec["hidden"]) * 0.02}
+    for i in range(spec["layers"]):
+        for proj, out in (("q_proj", spec["hidden"]), ("v_proj", spec["kv_heads"] * head_dim)):
+            prefix = f"base_model.model.model.layers.{i}.self_attn.{proj}"
+            weights[f"{prefix}.lora_A.weight"] = torch.randn(16, spec["hidden"]) * 0.02
+            weights[f"{prefix}.lora_B.weight"] = torch.randn(out, 16) * 0.02
+    save_file(weights, f"{root}/reward_adapter/adapter_model.safetensors")
+
+
+def build(spec: dict, root: str, variants: list[str]) -> None:
+    """Random weights for the config, saved as a causal LM (`root/policy`), a 1-label classifier (`root/critic`,
+    value and reward model of the separate layout; only when that layout runs) and a random reward LoRA + score head
+    (`root/reward_adapter`). The weights are drawn on the GPU when there is one (a 7B init on the CPU takes minutes)."""
+    import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, LlamaConfig, Qwen2Config
 
     from trl_ppo_plus.tiny import build_tokenizer, default_corpus
@@ -76,28 +130,21 @@ def build(spec: dict, root: str) -> None:
         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id,
     )  # fmt: skip
     torch.manual_seed(0)
-    with torch.device("cpu"):
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
         model = AutoModelForCausalLM.from_config(config, dtype=compute_dtype())
     model.save_pretrained(f"{root}/policy")
     params = sum(p.numel() for p in model.parameters())
     del model
-    config.num_labels = 1
-    critic = AutoModelForSequenceClassification.from_config(config, dtype=compute_dtype())
-    critic.save_pretrained(f"{root}/critic")
-    del critic
-    for name in ("policy", "critic", "reward_adapter"):
+    if "separate" in variants:
+        config.num_labels = 1
+        with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+            critic = AutoModelForSequenceClassification.from_config(config, dtype=compute_dtype())
+        critic.save_pretrained(f"{root}/critic")
+        del critic
+        tokenizer.save_pretrained(f"{root}/critic")
+    for name in ("policy", "reward_adapter"):
         tokenizer.save_pretrained(f"{root}/{name}")
-    # A reward LoRA as PEFT saves a SEQ_CLS adapter: LoRA on the attention projections + the score head.
-    lora = LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"], task_type="SEQ_CLS")
-    lora.save_pretrained(f"{root}/reward_adapter")
-    head_dim = spec["hidden"] // spec["heads"]
-    weights = {"base_model.model.score.weight": torch.randn(1, spec["hidden"]) * 0.02}
-    for i in range(spec["layers"]):
-        for proj, out in (("q_proj", spec["hidden"]), ("v_proj", spec["kv_heads"] * head_dim)):
-            prefix = f"base_model.model.model.layers.{i}.self_attn.{proj}"
-            weights[f"{prefix}.lora_A.weight"] = torch.randn(16, spec["hidden"]) * 0.02
-            weights[f"{prefix}.lora_B.weight"] = torch.randn(out, 16) * 0.02
-    save_file(weights, f"{root}/reward_adapter/adapter_model.safetensors")
+    save_reward_adapter(spec, root)
     with open(f"{root}/params.json", "w") as f:
         json.dump({"parameters": params}, f)
 
@@ -164,6 +211,7 @@ def main(argv=None) -> int:
     for name in ("layers", "hidden", "vocab", "batch", "prompt_tokens", "completion_tokens"):
         parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=int, default=None)
     parser.add_argument("--variants", default="shared,separate", help="comma-separated: shared, separate")
+    parser.add_argument("--model", help="a pretrained checkpoint directory: its architecture and weights, not random")
     parser.add_argument("--child", help=argparse.SUPPRESS)  # "<variant>:<root>": run one variant and print JSON
     args = parser.parse_args(argv)
     spec = dict(PRESETS[args.preset])
@@ -172,11 +220,14 @@ def main(argv=None) -> int:
         spec["intermediate"] = int(spec["intermediate"] * args.hidden / PRESETS[args.preset]["hidden"]) // 64 * 64
         spec["heads"] = max(1, args.hidden // 64)  # head_dim 64, as in both presets
         spec["kv_heads"] = spec["kv_heads"] if spec["heads"] % spec["kv_heads"] == 0 else 1
+    if args.model:
+        spec = spec_of(args.model, spec)
 
     if args.child:
         variant, root = args.child.split(":", 1)
         if variant == "build":
-            build(spec, root)
+            variants = args.variants.split(",")
+            build_from(args.model, spec, root, variants) if args.model else build(spec, root, variants)
             return 0
         print("RESULT " + json.dumps(run_variant(variant, root, spec)), flush=True)
         return 0

@@ -204,12 +204,27 @@ def _print_table(s: dict) -> None:
     Console().print(table)
 
 
+MODELS = ("tiny", "smollm2")  # `--model smollm2`: the same pipeline on a real pretrained model (`demo_smollm2.py`)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="trl-ppo-plus demo", description=__doc__.splitlines()[0])
-    for name, value in asdict(DemoConfig()).items():
-        parser.add_argument(f"--{name}", type=type(value), default=value)
-    cfg = DemoConfig(**vars(parser.parse_args(argv)))
+    argv = list(argv or [])
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    run_demo(cfg)
+    selector = argparse.ArgumentParser(add_help=False)
+    selector.add_argument("--model", default="tiny")
+    chosen, rest = selector.parse_known_args(argv)
+    if chosen.model not in MODELS:
+        raise SystemExit(f"trl-ppo-plus demo: --model {chosen.model!r} is invalid: use one of {', '.join(MODELS)}")
+    if chosen.model == "smollm2":
+        from trl_ppo_plus.demo_smollm2 import main as smollm2_main
+
+        return smollm2_main(rest)
+    parser = argparse.ArgumentParser(prog="trl-ppo-plus demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=MODELS, default="tiny", help="tiny (built here) or smollm2 (real)")
+    for name, value in asdict(DemoConfig()).items():
+        parser.add_argument(f"--{name}", type=type(value), default=value)
+    options = vars(parser.parse_args(argv))
+    options.pop("model")
+    run_demo(DemoConfig(**options))
     return 0

