@@ -156,14 +156,14 @@ def test_trick_fields_validated_by_name(tmp_path, field, value):
         PPOConfig(output_dir=str(tmp_path), **{field: value})
 
 
-def test_tricks_run_through_the_trainer_and_critic_warmup_leaves_the_lm_head(tiny_model_path, tmp_path):
+def test_tricks_run_through_the_trainer_and_critic_warmup_leaves_the_policy(tiny_model_path, tmp_path):
     """Every switch on at once trains, logs the critic's explained variance and the score gain; during critic
-    warmup the LM head (outside the value path) does not move while the value head does."""
+    warmup no policy weight moves (not even the trunk the default value head reads) while the value head does."""
     from tests.ppo_helpers import DigitReward, fast_args, logged, prompts_dataset
     from trl_ppo_plus import PPOTrainer
 
     tricks = dict(
-        critic_warmup_rollouts=1,
+        critic_warmup_rollouts=2,  # the value head starts at 0: the trunk gets its first gradient on rollout 2
         dual_clip=3.0,
         cliprange_high=0.28,
         loss_aggregation="seq-mean-token-sum",
@@ -174,17 +174,20 @@ def test_tricks_run_through_the_trainer_and_critic_warmup_leaves_the_lm_head(tin
     trainer = PPOTrainer(
         model=tiny_model_path,
         reward_funcs=DigitReward(tiny_model_path),
-        args=fast_args(tmp_path, max_steps=1, **tricks),
+        args=fast_args(tmp_path, max_steps=2, **tricks),
         train_dataset=prompts_dataset(16),
     )
-    lm_head = trainer._policy.lm_head.weight.detach().clone()
+    critic_ids = {id(p) for p in trainer.critic.parameters()}
+    policy = {n: p.detach().clone() for n, p in trainer._policy.named_parameters() if id(p) not in critic_ids}
+    lm_head = policy["lm_head.weight"]
     value_head = trainer.critic.head.summary.weight.detach().clone()
     trainer.train()
-    assert torch.equal(trainer._policy.lm_head.weight, lm_head)  # warmup: no policy loss
+    moved = [n for n, p in trainer._policy.named_parameters() if n in policy and not torch.equal(p, policy[n])]
+    assert moved == []  # warmup: neither the policy loss nor the value loss moves the policy
     assert not torch.equal(trainer.critic.head.summary.weight, value_head)
-    assert len(logged(trainer, "val/explained_variance")) == 1
+    assert len(logged(trainer, "val/explained_variance")) == 2
     assert logged(trainer, "objective/score_gain")[0] > 0
 
-    trainer.args.max_steps = 3  # past the warmup, the policy moves
+    trainer.args.max_steps = 4  # past the warmup, the policy moves
     trainer.train()
     assert not torch.equal(trainer._policy.lm_head.weight, lm_head)

@@ -90,8 +90,9 @@ class PPOConfig(GRPOConfig):
             of scale 0.01 is drowned by the default β (`benchmarks/learning_suite.py`, issue 18).
         critic_warmup_rollouts (`int`, *optional*, defaults to `0`):
             For the first N rollouts, train the critic only (the policy loss is dropped), so that the first policy
-            updates see a critic that already fits the returns (OpenRLHF, veRL `critic_warmup`). With the default
-            shared-trunk critic the value loss still moves the trunk.
+            updates see a critic that already fits the returns (OpenRLHF, veRL `critic_warmup`). The policy does not
+            move: a value head on the policy's trunk trains on the trunk's detached hidden states meanwhile. The
+            learning-rate schedule still advances during the warmup (one optimizer for policy and critic).
         dual_clip (`float` or `None`, *optional*, defaults to `None`):
             Dual-clip constant c > 1: the loss of a negative-advantage token is capped at −c·A (Ye et al. 2020,
             arXiv:1912.09729). Usually 3. `None` disables it.

@@ -361,14 +361,19 @@ class PPOTrainer(GRPOTrainer):
         set_legacy_attributes(self._policy, critic.model if isinstance(critic, SeparateCritic) else critic)
 
     # ------------------------------------------------------------------ forward passes
-    def _policy_logps_and_values(self, model, input_ids, attention_mask, logits_to_keep, batch_size, entropy=False):
-        """Per-token log-probs `(B, C)`, entropies `(B, C)` or None, and values `(B, C)` of the completion."""
+    def _policy_logps_and_values(
+        self, model, input_ids, attention_mask, logits_to_keep, batch_size, entropy=False, detach_trunk=False
+    ):
+        """Per-token log-probs `(B, C)`, entropies `(B, C)` or None, and values `(B, C)` of the completion.
+        `detach_trunk`: a value head on the policy's trunk reads it without passing gradients into it."""
         critic = self.critic
         if critic.shares_policy_forward:  # one pass: the head reads the trunk's hidden states
             with critic.capture(self._policy) as captured:
                 logps, ent, _ = self._get_per_token_logps_and_entropies(
                     model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy=entropy
                 )
+            if detach_trunk:
+                captured = [hidden.detach() for hidden in captured]
             return logps, ent, critic.values_from_capture(captured, logits_to_keep)
         logps, ent, _ = self._get_per_token_logps_and_entropies(
             model, input_ids, attention_mask, logits_to_keep, batch_size, compute_entropy=entropy
@@ -595,9 +600,10 @@ class PPOTrainer(GRPOTrainer):
         attention_mask = torch.cat([inputs["prompt_mask"], inputs["completion_mask"]], dim=1)
         logits_to_keep = inputs["completion_ids"].size(1)
         mask = inputs["loss_mask"]
+        warmup = self._in_critic_warmup(mode)  # the value loss alone, and it must not move a shared trunk either
 
         logps, entropies, values = self._policy_logps_and_values(
-            model, input_ids, attention_mask, logits_to_keep, None, entropy=True
+            model, input_ids, attention_mask, logits_to_keep, None, entropy=True, detach_trunk=warmup
         )
         pg_loss, pg_info = ppo_math.policy_loss(
             logps,
@@ -619,8 +625,8 @@ class PPOTrainer(GRPOTrainer):
         if args.kl_penalty == "loss":
             kl_loss = ppo_math.kl_penalty_loss(logps, inputs["ref_per_token_logps"], mask, args.kl_estimator)
             loss = loss + self._rollout_kl_coef * kl_loss
-        if self._in_critic_warmup(mode):
-            loss = args.vf_coef * vf_loss  # critic warmup: value-only updates (OpenRLHF, veRL)
+        if warmup:
+            loss = args.vf_coef * vf_loss  # critic warmup: value-only updates, the policy frozen (OpenRLHF, veRL)
         if mode == "train":
             loss = loss / self.current_gradient_accumulation_steps  # GRPO scales for gradient accumulation itself
 
