@@ -191,3 +191,15 @@ def test_tricks_run_through_the_trainer_and_critic_warmup_leaves_the_policy(tiny
     trainer.args.max_steps = 4  # past the warmup, the policy moves
     trainer.train()
     assert not torch.equal(trainer._policy.lm_head.weight, lm_head)
+
+
+@pytest.mark.parametrize("mode", ["running", "initial"])
+@pytest.mark.parametrize("value,n", [(0.1, 3), (0.7, 12), (0.3, 16)])
+def test_score_normalizer_equal_scores_keep_gain_one(mode, value, n):
+    """Equal float64 scores have variance exactly 0: a mean rounded off in the last bit must not give them a
+    tiny std and a gain near 1e16 (the first rollout of a sparse reward often scores every completion the same)."""
+    norm = ScoreNormalizer(mode)
+    for _ in range(3):
+        scores = torch.full((n,), value, dtype=torch.float64)
+        torch.testing.assert_close(norm(scores), scores, **TOL)
+    assert norm.gain == 1.0 and norm.bias == 0.0

@@ -11,6 +11,7 @@ term; lm-human-preferences fits a gain and bias on samples of the initial policy
 - `"initial"`: `(score − μ₀) / σ₀`, with μ₀, σ₀ fitted once on the first rollout whose scores vary
   (lm-human-preferences' gain and bias, target mean 0 and std 1). Scores pass unchanged until then.
 
+    >>> import torch
     >>> norm = ScoreNormalizer("running")
     >>> norm(torch.tensor([0.0, 0.01, 0.0, 0.01]))   # σ = 0.00577 → scores / σ
     tensor([0.0000, 1.7321, 0.0000, 1.7321])
@@ -37,11 +38,12 @@ class RunningMoments:
         n = x.numel()
         if n == 0:
             return
-        batch_mean = x.mean().item()
-        batch_m2 = ((x - batch_mean) ** 2).sum().item()
+        shifted = x - x[0]  # shifted data: equal values give exactly 0, not a mean rounded off in the last bit
+        batch_mean = x[0].item() + shifted.mean().item()
+        batch_m2 = ((shifted - shifted.mean()) ** 2).sum().item()
         total = self.count + n
         delta = batch_mean - self.mean
-        self.mean += delta * n / total  # parallel merge of (count, mean, M2): Chan, Golub & LeVeque 1979
+        self.mean += delta * (n / total)  # parallel merge of (count, mean, M2): Chan, Golub & LeVeque 1979
         self.m2 += batch_m2 + delta**2 * self.count * n / total
         self.count = total
 
@@ -80,11 +82,12 @@ class ScoreNormalizer:
             self.moments.update(scores)
             std = self.moments.std
             self.gain = 1.0 / std if std > 0 else 1.0  # all scores equal so far: nothing to scale
-        elif self.mode == "initial" and self.moments.count == 0 and scores.numel() > 1:
-            std = scores.double().std().item()
-            if std > 0:  # fit once, on the first rollout whose scores vary: lm-human-preferences' gain and bias
-                self.moments.update(scores)
-                self.gain, self.bias = 1.0 / std, -scores.double().mean().item() / std
+        elif self.mode == "initial" and self.moments.count == 0:
+            fit = RunningMoments()
+            fit.update(scores)
+            if fit.std > 0:  # fit once, on the first rollout whose scores vary: lm-human-preferences' gain and bias
+                self.moments = fit
+                self.gain, self.bias = 1.0 / fit.std, -fit.mean / fit.std
 
     def __call__(self, scores: Tensor, update: bool = True) -> Tensor:
         if update:
