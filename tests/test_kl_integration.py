@@ -59,7 +59,8 @@ def test_resume_continues_the_controller_exactly(tiny_model_path, tmp_path, cont
     )
     full.train()
 
-    saved = json.loads((tmp_path / "full" / "checkpoint-2" / "kl_controller.json").read_text())["state"]
+    saved_file = json.loads((tmp_path / "full" / "checkpoint-2" / "kl_controller.json").read_text())
+    saved = saved_file["state"]
     resumed = PPOTrainer(
         model=tiny_model_path,
         reward_funcs=DigitReward(tiny_model_path),
@@ -69,6 +70,9 @@ def test_resume_continues_the_controller_exactly(tiny_model_path, tmp_path, cont
     resumed.load_ppo_state(str(tmp_path / "full" / "checkpoint-2"))  # what resume runs
     assert resumed.kl_ctl.state_dict() == saved  # β after resume equals the saved β exactly
     assert resumed.kl_ctl.value != full.init_kl_coef
+    # the score normaliser's running moments and the rollout count (critic warmup) come back too
+    assert resumed.score_normalizer.state_dict() == saved_file["score_normalizer"]
+    assert resumed.score_normalizer.moments.count == 2 * 8 and resumed._train_rollouts == 2
 
     resumed = PPOTrainer(
         model=tiny_model_path,
@@ -80,3 +84,5 @@ def test_resume_continues_the_controller_exactly(tiny_model_path, tmp_path, cont
     assert logged(resumed, "objective/kl_coef") == logged(full, "objective/kl_coef")  # history 1-2 restored, 3-4 rerun
     assert resumed.kl_ctl.state_dict() == full.kl_ctl.state_dict()
     assert resumed._episodes == full._episodes  # the episode count continues too
+    assert resumed.score_normalizer.state_dict() == full.score_normalizer.state_dict()
+    assert logged(resumed, "objective/score_gain") == logged(full, "objective/score_gain")
