@@ -104,7 +104,7 @@ class Host:
         self.server.bind(("127.0.0.1", 0))
         self.server.listen(16)
         self.port = self.server.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        threading.Thread(target=self._accept, args=(self.server,), daemon=True).start()
         self.outside = [f"/tmp/sandbox-pwned-{os.getpid()}", f"/var/tmp/sandbox-pwned-{os.getpid()}",
                         f"/dev/shm/sandbox-pwned-{os.getpid()}", str(root / "pwned.txt")]  # fmt: skip
         # A canary outside /tmp, in a directory the caller owns: only the read-only host mounts protect it when the
@@ -112,7 +112,17 @@ class Host:
         self.home_canary = os.path.join(os.path.expanduser("~"), f".trl-sandbox-canary-{os.getpid()}")
         with open(self.home_canary, "w") as f:
             f.write("canary")
+        os.chmod(self.home_canary, 0o600)
         self.outside.append(os.path.expanduser(f"~/sandbox-pwned-{os.getpid()}"))
+        # A unix socket on the host's file system, where a network namespace does not reach (a D-Bus or Docker
+        # socket, say): in /run as root, in $HOME otherwise.
+        run_dir = "/run" if os.geteuid() == 0 else os.path.expanduser("~")
+        self.unix_path = os.path.join(run_dir, f".trl-sandbox-{os.getpid()}.sock")
+        self.unix_server = socket.socket(socket.AF_UNIX)
+        self.unix_server.bind(self.unix_path)
+        os.chmod(self.unix_path, 0o777)
+        self.unix_server.listen(16)
+        threading.Thread(target=self._accept, args=(self.unix_server,), daemon=True).start()
         # A process of the same user started before any reward call: the trainer's neighbour, or the user's shell.
         self.bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3600)"])
         self.watch = (os.getpid(), self.bystander.pid)
@@ -129,10 +139,10 @@ class Host:
                 out[name] = None
         return out
 
-    def _accept(self):
+    def _accept(self, server):
         while True:
             try:
-                conn, _ = self.server.accept()
+                conn, _ = server.accept()
             except OSError:
                 return
             self.connections += 1
@@ -142,7 +152,7 @@ class Host:
         return program.format(
             canary=str(self.canary), dir=str(self.dir), port=self.port, ppid=os.getpid(), outside=self.outside,
             caller=os.getpid(), pgid=os.getpgid(0), sid=os.getsid(0), bystander=self.bystander.pid,
-            home_canary=self.home_canary, python=sys.executable,
+            home_canary=self.home_canary, python=sys.executable, unix_path=self.unix_path,
         )  # fmt: skip
 
     def assert_unchanged(self):
@@ -168,6 +178,8 @@ class Host:
 
     def close(self):
         self.server.close()
+        self.unix_server.close()
+        os.remove(self.unix_path)
         self.bystander.kill()
         self.bystander.wait()
         if os.path.exists(self.home_canary):  # an attack that got through may have removed it
@@ -281,6 +293,8 @@ ATTACKS = {
     "except Exception:\n    LEAKED = False" + LEAK,
     "setpgid_into_caller_group": "import os\ntry:\n    os.setpgid(0, {pgid})\n    LEAKED = True\n"
     "except OSError:\n    LEAKED = False" + LEAK,
+    "read_home_secret": "try:\n    LEAKED = open({home_canary!r}).read() == 'canary'\nexcept OSError:\n    LEAKED = False"
+    + LEAK,  # ~/.cache/huggingface/token, ~/.ssh: the caller's files, even those only its uid may read
     "home_canary_write": "import os\nfor f in (lambda: open({home_canary!r}, 'w').write('pwned'),\n"
     "          lambda: os.remove({home_canary!r}), lambda: open({outside!r}[-1], 'w').write('x')):\n"
     "    try:\n        f()\n    except OSError:\n        pass" + WRONG,
@@ -297,6 +311,11 @@ ATTACKS = {
         "        try:\n            with open('/proc/%d/%s' % (pid, name), 'wb') as f:\n"
         "                f.write(b'1000' if name != 'mem' else b'x')\n            print('LEAK')\n"
         "        except OSError:\n            pass\n"
+    )
+    + "LEAKED = b'LEAK' in out"
+    + LEAK,
+    "unix_socket_connect": NATIVE.format(
+        code="import socket\ns = socket.socket(socket.AF_UNIX)\nprint('LEAK')\ns.connect('{unix_path}')\n"
     )
     + "LEAKED = b'LEAK' in out"
     + LEAK,

@@ -6,6 +6,7 @@ every reference before the program starts.
 """
 
 import os
+import platform
 import struct
 import sys
 
@@ -79,7 +80,8 @@ def setup_zygote(uid, use_namespaces, tmpfs_bytes):
     global PIDNS_FD
     root = os.geteuid() == 0
     info = {"root": root, "drop_uid": root, "uid": uid, "userns": False, "netns": False, "mountns": False,
-            "pidns": False, "readonly_fs": False, "refused": None, "landlock": landlock_abi()}  # fmt: skip
+            "pidns": False, "readonly_fs": False, "refused": None, "landlock": landlock_abi(),
+            "seccomp": unix_socket_filter() is not None}  # fmt: skip
     if not use_namespaces:
         info["refused"] = "namespaces=False was requested"
     else:
@@ -107,7 +109,8 @@ def setup_zygote(uid, use_namespaces, tmpfs_bytes):
         info["refused"] = "a PID namespace per program was refused inside the sandbox's namespaces"
     info["mountns"] = _probe(_mountns_probe)
     if info["mountns"]:
-        info["readonly_fs"] = _prepare_mounts(_hidden_prefix() if info["drop_uid"] else None, tmpfs_bytes, root)
+        hidden = _hidden_prefix() if info["drop_uid"] else _caller_home()
+        info["readonly_fs"] = _prepare_mounts(hidden, tmpfs_bytes, root)
     return info
 
 
@@ -177,7 +180,8 @@ def _prepare_mounts(hidden, tmpfs_bytes, root):
     - /proc and the other world-writable dirs (/var/tmp, /dev/shm, /run/lock) are empty read-only tmpfs: a program
       sees no process at all in /proc (the zygote keeps a handle on the real one for its cleanup scans).
     - when the interpreter sits below a dir others cannot enter (e.g. /root/.pyenv), that dir becomes an empty
-      tmpfs holding only the Python prefix, so the rest of it stays hidden.
+      tmpfs holding only the Python prefix, so the rest of it stays hidden. Not root, the program runs as the
+      caller's uid and file permissions protect nothing: the caller's home (tokens, keys) is hidden the same way.
 
     Returns whether the host mounts could be made read-only.
     """
@@ -212,27 +216,54 @@ def _readonly_tree(path):
     return ret == 0
 
 
+def _prefixes():
+    """The directories the interpreter needs: its installation and, in a venv, the venv (site-packages)."""
+    return sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)})
+
+
 def _hidden_prefix():
-    """(top, prefix) when the Python prefix sits below a directory the sandbox uid cannot traverse, else None."""
-    prefix, top, path = os.path.realpath(sys.base_prefix), None, "/"
-    for part in prefix.strip("/").split("/"):
-        path = os.path.join(path, part)
-        if top is None and not os.stat(path).st_mode & 0o001:
-            top = path
-    return None if top is None else (top, prefix)
+    """(top, prefixes) when a Python prefix sits below a directory the sandbox uid cannot traverse, else None."""
+    for prefix in _prefixes():
+        top, path = None, "/"
+        for part in prefix.strip("/").split("/"):
+            path = os.path.join(path, part)
+            if top is None and not os.stat(path).st_mode & 0o001:
+                top = path
+        if top is not None:
+            return top, [p for p in _prefixes() if p.startswith(top + "/")]
+    return None
 
 
-def _expose_prefix(top, prefix):
-    """Over `top` put an empty tmpfs holding only the Python prefix: the interpreter works, the rest stays hidden."""
-    stage = "/tmp/.python-stage"
-    os.mkdir(stage)
-    mount(prefix, stage, None, MS_BIND | MS_REC)
+def _caller_home():
+    """(home, prefixes below it) for the caller's home directory, when it can be hidden (not / nor a prefix)."""
+    import pwd
+
+    try:
+        home = os.path.realpath(pwd.getpwuid(os.getuid()).pw_dir)
+    except KeyError:
+        return None
+    if home == "/" or not os.path.isdir(home) or home in _prefixes():
+        return None
+    return home, [p for p in _prefixes() if p.startswith(home + "/")]
+
+
+def _expose_prefix(top, prefixes):
+    """Over `top` put an empty read-only tmpfs holding only the Python prefixes: the interpreter works, the rest
+    stays hidden."""
+    stages = []
+    for i, prefix in enumerate(prefixes):
+        stage = f"/tmp/.python-stage-{i}"
+        os.mkdir(stage)
+        mount(prefix, stage, None, MS_BIND | MS_REC)
+        stages.append((stage, prefix))
     mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
-    os.makedirs(prefix, mode=0o755)
-    mount(stage, prefix, None, MS_BIND | MS_REC)
-    mount("none", prefix, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
-    check(load_libc().umount2(stage.encode(), MNT_DETACH))
-    os.rmdir(stage)
+    for stage, prefix in stages:
+        os.makedirs(prefix, mode=0o755, exist_ok=True)
+        mount(stage, prefix, None, MS_BIND | MS_REC)
+        mount("none", prefix, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+        check(load_libc().umount2(stage.encode(), MNT_DETACH))
+        os.rmdir(stage)
+    mount("none", top, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)  # nothing to write there
 
 
 def drop_capabilities():
@@ -248,6 +279,50 @@ def drop_capabilities():
     libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
     header = struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0)
     check(libc.capset(header, ctypes.create_string_buffer(24)))  # effective, permitted, inheritable = 0 (x2 words)
+
+
+# seccomp: no AF_UNIX socket of the program's own. The network namespace hides abstract unix sockets and every
+# interface, but not the host's unix sockets on the file system (a D-Bus or Docker socket, a user's systemd bus), and
+# read-only mounts do not stop connect(). socketpair() stays allowed; io_uring (which would bypass seccomp) does not.
+PR_SET_SECCOMP, SECCOMP_MODE_FILTER, AF_UNIX = 22, 2, 1
+SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
+SECCOMP_ARCH = {"x86_64": (0xC000003E, 41), "aarch64": (0xC00000B7, 198)}  # audit arch, socket(2)
+SYS_IO_URING_SETUP, X32_SYSCALL_BIT, EPERM, ENOSYS = 425, 0x40000000, 1, 38
+
+
+def unix_socket_filter():
+    """The seccomp program (a `struct sock_filter` array, as bytes) that fails `socket(AF_UNIX, ...)` and
+    `io_uring_setup` with EPERM / ENOSYS, and every syscall of another ABI (i386, x32) with EPERM; None on an
+    architecture we have no syscall numbers for."""
+    if platform.machine() not in SECCOMP_ARCH:
+        return None
+    arch, socket_nr = SECCOMP_ARCH[platform.machine()]
+    ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
+    program = [
+        (ld, 0, 0, 4),  # seccomp_data.arch
+        (jeq, 1, 0, arch),
+        (ret, 0, 0, SECCOMP_RET_ERRNO | EPERM),
+        (ld, 0, 0, 0),  # seccomp_data.nr
+        (jge, 5, 0, X32_SYSCALL_BIT),  # -> deny
+        (jeq, 5, 0, SYS_IO_URING_SETUP),  # -> ENOSYS
+        (jeq, 0, 2, socket_nr),  # else -> allow
+        (ld, 0, 0, 16),  # low word of args[0]: the address family
+        (jeq, 1, 0, AF_UNIX),  # -> deny
+        (ret, 0, 0, SECCOMP_RET_ALLOW),
+        (ret, 0, 0, SECCOMP_RET_ERRNO | EPERM),
+        (ret, 0, 0, SECCOMP_RET_ERRNO | ENOSYS),
+    ]
+    return b"".join(struct.pack("=HBBI", *insn) for insn in program)
+
+
+def install_seccomp(code):
+    """Install a seccomp filter (bytes from `unix_socket_filter`) on this process and its future children. Needs
+    `PR_SET_NO_NEW_PRIVS` (or CAP_SYS_ADMIN)."""
+    import ctypes
+
+    buf = ctypes.create_string_buffer(code, len(code))
+    prog = struct.pack("@HP", len(code) // 8, ctypes.addressof(buf))  # struct sock_fprog
+    check(load_libc().prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog, 0, 0))
 
 
 # Landlock (Linux >= 5.13, unprivileged): the weak mode's kernel-side protection when namespaces are refused.

@@ -51,6 +51,7 @@ kernel = _load("_sandbox_kernel")
 
 
 _SNAPSHOT = None
+_SECCOMP = kernel.unix_socket_filter()
 
 
 def _program(job, compiled, info, workdir, fds):
@@ -87,6 +88,8 @@ def _program(job, compiled, info, workdir, fds):
             kernel.drop_capabilities()
         libc = kernel.load_libc()
         kernel.check(libc.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))  # setuid binaries cannot raise privileges
+        if _SECCOMP is not None:  # no connect() to the host's unix sockets, even from a program it execs
+            kernel.install_seccomp(_SECCOMP)
         kernel.check(libc.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))  # supervisor gone -> we are gone
         if not info["pidns"] and info["landlock"]:  # weak mode: Landlock keeps signals, ptrace and writes inside
             kernel.landlock_confine(workdir, info["landlock"])
