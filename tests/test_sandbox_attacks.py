@@ -293,6 +293,8 @@ ATTACKS = {
     "except Exception:\n    LEAKED = False" + LEAK,
     "setpgid_into_caller_group": "import os\ntry:\n    os.setpgid(0, {pgid})\n    LEAKED = True\n"
     "except OSError:\n    LEAKED = False" + LEAK,
+    "inode_flood": "import os\nn = 0\ntry:\n    while n < 20000:\n        os.mkdir(str(n))\n        n += 1\n"
+    "except OSError:\n    pass\nLEAKED = n >= 20000" + LEAK,  # empty dirs: no bytes, but kernel memory, cleanup time
     "read_home_secret": "try:\n    LEAKED = open({home_canary!r}).read() == 'canary'\nexcept OSError:\n    LEAKED = False"
     + LEAK,  # ~/.cache/huggingface/token, ~/.ssh: the caller's files, even those only its uid may read
     "home_canary_write": "import os\nfor f in (lambda: open({home_canary!r}, 'w').write('pwned'),\n"

@@ -173,7 +173,7 @@ def _mountns_probe():
 def _prepare_mounts(hidden, tmpfs_bytes, root):
     """The zygote's own mount namespace, set up once and shared by its runners (one at a time):
 
-    - /tmp is a private tmpfs of `tmpfs_bytes`, owned by root; each run gets a fresh /tmp/run owned by the sandbox
+    - /tmp is a private tmpfs of `tmpfs_bytes` and one inode per 16 KiB of it, owned by root; each run gets a fresh /tmp/run owned by the sandbox
       uid, removed afterwards. Nothing a program writes reaches the host's disk or the host's /tmp.
     - every host mount is read-only (`mount_setattr`, Linux >= 5.12): a program cannot change a host file, not even
       one its uid owns (which matters when the caller is not root and the program runs as the caller's uid);
@@ -195,7 +195,9 @@ def _prepare_mounts(hidden, tmpfs_bytes, root):
             pass
     PROC_FD = os.open("/proc", os.O_RDONLY | os.O_DIRECTORY)  # runners close it; programs see an empty /proc
     readonly = _readonly_tree("/")
-    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_bytes},mode=0755")
+    # nr_inodes: empty files cost no bytes, but each costs kernel memory and cleanup time after the timeout
+    inodes = max(1024, tmpfs_bytes >> 14)
+    mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_bytes},nr_inodes={inodes},mode=0755")
     if hidden is not None:
         _expose_prefix(*hidden)
     for path in ("/var/tmp", "/dev/shm", "/run/lock", "/proc"):

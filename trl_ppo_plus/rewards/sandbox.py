@@ -64,7 +64,7 @@ class SandboxConfig:
         open_files (`int`, *optional*, defaults to `128`): `RLIMIT_NOFILE`.
         output_bytes (`int`, *optional*, defaults to `65536`): stdout / stderr / each stdin-stdout case are cut here.
         tmpfs_bytes (`int`, *optional*, defaults to `64 << 20`): size of each worker's private /tmp (all files a
-            program writes).
+            program writes), with one inode per 16 KiB of it (4096 by default).
         max_workers (`int` or `None`, *optional*, defaults to `None`): parallel executions; `None` = `os.cpu_count()`.
         namespaces (`bool`, *optional*, defaults to `True`): use Linux namespaces; `False` asks for the weak mode
             (own session, temp dir, socket-blocking audit hook), which also needs `allow_weak_isolation=True`.
@@ -80,7 +80,7 @@ class SandboxConfig:
     file_bytes: int = field(default=16 << 20, metadata={"help": "RLIMIT_FSIZE: largest file a program may write."})
     open_files: int = field(default=128, metadata={"help": "RLIMIT_NOFILE."})
     output_bytes: int = field(default=1 << 16, metadata={"help": "Cap on captured stdout/stderr per stream."})
-    tmpfs_bytes: int = field(default=64 << 20, metadata={"help": "Size of the private /tmp working directory."})
+    tmpfs_bytes: int = field(default=64 << 20, metadata={"help": "Size of the private /tmp (one inode per 16 KiB)."})
     max_workers: int | None = field(default=None, metadata={"help": "Parallel executions; None = os.cpu_count()."})
     namespaces: bool = field(default=True, metadata={"help": "Use Linux namespaces; False asks for the weak mode."})
     allow_weak_isolation: bool = field(
