@@ -33,7 +33,9 @@ from trl_ppo_plus.rewards._sandbox_kernel import (
     MS_REC,
     MS_REMOUNT,
     PR_SET_NO_NEW_PRIVS,
+    SYS_MOUNT_SETATTR,
     check,
+    install_seccomp,
     load_libc,
     mount,
     unshare,
@@ -128,9 +130,20 @@ def _seccomp_refuse_userns():
     check(libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog, 0, 0))
 
 
-def run_python(argv, user, refuse_userns=False, env=None, timeout=600, cwd=ROOT, private_tmp=True):
+def _seccomp_refuse_mount_setattr():
+    """mount_setattr(2) fails with ENOSYS, as on Linux < 5.12."""
+    ld_w_abs, jeq, ret = 0x20, 0x15, 0x06
+    program = [(ld_w_abs, 0, 0, 0), (jeq, 0, 1, SYS_MOUNT_SETATTR), (ret, 0, 0, SECCOMP_RET_ERRNO | 38),
+               (ret, 0, 0, SECCOMP_RET_ALLOW)]  # fmt: skip
+    check(load_libc().prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))
+    install_seccomp(b"".join(struct.pack("=HBBI", *insn) for insn in program))
+
+
+def run_python(argv, user, refuse_userns=False, env=None, timeout=600, cwd=ROOT, private_tmp=True,
+               refuse_mount_setattr=False):  # fmt: skip
     """Run `sys.executable argv...` as `user` (root drops to it first); returns the `CompletedProcess`.
-    `private_tmp`: the run gets its own /tmp (a tmpfs), so nothing it leaves there outlives it."""
+    `private_tmp`: the run gets its own /tmp (a tmpfs), so nothing it leaves there outlives it.
+    `refuse_mount_setattr`: the kernel of an older Linux, which cannot make the host mounts read-only."""
     entry = pwd.getpwnam(user)
     paths = [sys.base_prefix, sys.prefix, ROOT]
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": entry.pw_dir, "LANG": "C.UTF-8",
@@ -149,6 +162,8 @@ def run_python(argv, user, refuse_userns=False, env=None, timeout=600, cwd=ROOT,
             os.setuid(entry.pw_uid)
         if refuse_userns:
             _seccomp_refuse_userns()
+        if refuse_mount_setattr:
+            _seccomp_refuse_mount_setattr()
 
     return subprocess.run([sys.executable, *argv], env=env, cwd=cwd, preexec_fn=prepare, capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip

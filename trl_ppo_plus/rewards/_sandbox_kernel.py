@@ -111,6 +111,10 @@ def setup_zygote(uid, use_namespaces, tmpfs_bytes):
     if info["mountns"]:
         hidden = _hidden_prefix() if info["drop_uid"] else _caller_home()
         info["readonly_fs"] = _prepare_mounts(hidden, tmpfs_bytes, root)
+    if info["pidns"] and not info["mountns"]:
+        info["refused"] = "a mount namespace was refused inside the sandbox's namespaces"
+    elif info["pidns"] and not info["readonly_fs"]:
+        info["refused"] = "mount_setattr() failed, so host mounts cannot be made read-only (needs Linux >= 5.12)"
     return info
 
 

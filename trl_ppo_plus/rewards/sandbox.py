@@ -15,10 +15,13 @@ way whether the caller is root or not:
    As root the program also drops to a uid of its own (one per worker), because root ignores `RLIMIT_NPROC`;
    `PR_SET_NO_NEW_PRIVS` keeps setuid binaries from giving privileges back;
 3. the host file system is read-only to the program; it writes only to a fresh working directory on a private,
-   size-capped tmpfs that is /tmp, removed afterwards. /proc, /var/tmp, /dev/shm and /run/lock are empty and
-   read-only, and a Python installed below an unreadable home is exposed alone;
+   size- and inode-capped tmpfs that is /tmp, removed afterwards. /proc, /var/tmp, /dev/shm and /run/lock are empty
+   and read-only, and a Python installed below an unreadable home is exposed alone; when the caller is not root
+   (the program then has the caller's uid), the caller's home is hidden the same way (tokens, keys);
 4. a scrubbed environment (no `HF_TOKEN`, no proxies), Python in isolated mode (`-I`);
-5. no network: the zygote's own network namespace (only a loopback that is down);
+5. no network: the zygote's own network namespace (only a loopback that is down), and no AF_UNIX socket of its
+   own (a seccomp filter; `socketpair` works), since a network namespace does not hide the host's unix sockets on
+   the file system (D-Bus, Docker, a user's systemd);
 6. a wall-clock timeout that kills the program's whole PID namespace, and stdout/stderr capped.
 
 Where the kernel refuses these namespaces (`kernel.unprivileged_userns_clone=0`, Ubuntu 24.04's
@@ -27,7 +30,8 @@ Where the kernel refuses these namespaces (`kernel.unprivileged_userns_clone=0`,
 (warned once): the program then runs as the caller's uid in its own session only, so it can signal and ptrace the
 caller's processes; only an audit hook blocks sockets and program execution.
 
-Not a proof of security: it shares the host kernel (no seccomp filter), and world-readable host files stay readable.
+Not a proof of security: it shares the host kernel (seccomp filters only AF_UNIX sockets and io_uring), world-readable
+host files stay readable, and `memory_bytes` bounds each process, not their sum (up to `processes` of them).
 Verdict integrity inside the process is the harness's job, see `_sandbox_harness.py`.
 """
 
@@ -141,13 +145,19 @@ class CodeExecutionProvider(ABC):
 
 
 class SandboxIsolationError(RuntimeError):
-    """The kernel refused the namespaces the sandbox needs, and weak isolation was not allowed."""
+    """The kernel refused the namespaces (or read-only mounts) the sandbox needs, and weak isolation was not allowed."""
 
 
 def weak_isolation_summary(info: dict) -> str:
     """What the weak mode does and does not isolate, given what the kernel granted (as measured by the attack suite
     run with user namespaces refused)."""
     abi, uid = info.get("landlock", 0), os.geteuid()
+    if info.get("pidns"):  # a PID namespace, but no private mounts or no read-only host file system
+        who = "the sandbox uid" if info.get("drop_uid") else f"uid {uid}"
+        return (f"Programs get a PID namespace of their own, but NOT a read-only host file system: they may change "
+                f"or delete every file {who} may write"
+                + ("" if info.get("mountns") else ", see every process in /proc, and share the caller's /tmp")
+                + ".")  # fmt: skip
     if info.get("drop_uid"):
         return ("Programs run as a uid of their own (the caller is root), which keeps signals, ptrace and writes off "
                 "the caller's processes and files. Not isolated: they share the caller's PID namespace and see every "
@@ -185,8 +195,9 @@ def _userns_hint() -> str:
 
 
 def _check_isolation(info: dict, allow_weak: bool) -> None:
-    """Raise `SandboxIsolationError` when programs would not get a PID namespace, unless weak mode is allowed."""
-    if info["pidns"]:
+    """Raise `SandboxIsolationError` when programs would not get a PID namespace and a read-only host file system
+    under a private mount namespace, unless weak mode is allowed."""
+    if info["pidns"] and info["mountns"] and info["readonly_fs"]:
         return
     cause = info.get("refused") or "no PID namespace"
     if allow_weak:
@@ -197,7 +208,8 @@ def _check_isolation(info: dict, allow_weak: bool) -> None:
         return
     raise SandboxIsolationError(
         f"The code sandbox cannot isolate programs on this machine: {cause} ({_userns_hint()}). Without a user + PID "
-        "namespace, a program under evaluation could kill or ptrace this process. Fix: allow unprivileged user "
+        "namespace, a program under evaluation could kill or ptrace this process; without read-only private mounts, "
+        "change files. Fix: allow unprivileged user "
         "namespaces (`sysctl -w kernel.unprivileged_userns_clone=1`; on Ubuntu >= 23.10 "
         "`sysctl -w kernel.apparmor_restrict_unprivileged_userns=0` or an AppArmor profile with `userns,` for this "
         "Python; `user.max_user_namespaces` > 0; in Docker, a seccomp profile that allows unshare(CLONE_NEWUSER)), "
