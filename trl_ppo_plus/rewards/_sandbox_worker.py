@@ -91,6 +91,9 @@ def _program(job, compiled, info, workdir, fds):
         if _SECCOMP is not None:  # no connect() to the host's unix sockets, even from a program it execs
             kernel.install_seccomp(_SECCOMP)
         kernel.check(libc.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))  # supervisor gone -> we are gone
+        # Not dumpable: no process of ours (the program's own children included) may ptrace or process_vm_readv us,
+        # which would read the token. As root the uid change already did this; in a user namespace nothing did.
+        kernel.check(libc.prctl(kernel.PR_SET_DUMPABLE, 0, 0, 0, 0))
         if not info["pidns"] and info["landlock"]:  # weak mode: Landlock keeps signals, ptrace and writes inside
             kernel.landlock_confine(workdir, info["landlock"])
         del libc
