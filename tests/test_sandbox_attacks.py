@@ -396,6 +396,30 @@ def test_memory_and_output_limits_hold(reward, host):
     host.assert_unchanged()
 
 
+def test_sysv_shared_memory_does_not_outlive_the_run(host):
+    """A SysV shared memory segment (256 MiB, touched, detached) must go with the run that made it: it holds memory
+    no rlimit counts, and a later program on the same worker must not find it."""
+    make = (
+        "libc.shmat.restype = ctypes.c_void_p\nsid = libc.shmget(0x5EED, 256 << 20, 0o1666)\n"
+        "addr = libc.shmat(sid, None, 0)\nctypes.memset(addr, 7, 256 << 20)\nlibc.shmdt(ctypes.c_void_p(addr))\n"
+        "print('LEAK' if sid >= 0 else 'no')\n"
+    )
+    find = "print('LEAK' if libc.shmget(0x5EED, 0, 0o666) >= 0 else 'no')\n"
+    reward = make_code_reward(timeout=TIMEOUT, max_workers=1)  # one worker: the second run follows the first
+    try:
+        made, found = (
+            reward(
+                [f"```python\n{host.fmt(NATIVE.format(code=code))}LEAKED = b'LEAK' in out{LEAK}```"], test_list=[TESTS]
+            )  # fmt: skip
+            for code in (make, find)
+        )
+        host.assert_unchanged()  # before close(): not root, a closed worker may leave a zombie for init to reap
+    finally:
+        reward.provider.close()
+    assert made == [1.0], "control: the segment was made"
+    assert found == [0.0], "a later run found the segment"
+
+
 def test_a_leak_would_score(reward):
     """Control: the LEAK pattern does score when the attack gets through, so 0.0 above means it did not."""
     assert reward([f"```python\nLEAKED = True{LEAK}```"], test_list=[TESTS]) == [1.0]

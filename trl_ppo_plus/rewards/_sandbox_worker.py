@@ -59,6 +59,8 @@ def _program(job, compiled, info, workdir, fds):
     fds into place, locks itself down, hands over to the harness. Never returns."""
     try:
         os.setsid()  # own session and process group: kill(0) and killpg() reach the program's processes only
+        if info["netns"]:  # SysV shared memory, semaphores and message queues of its own, freed when the run ends
+            kernel.unshare(kernel.CLONE_NEWIPC)
         out_w, err_w, res_w, tok_r = fds
         high = [os.dup(fd) for fd in (out_w, err_w, res_w, tok_r)]
         null = os.open(os.devnull, os.O_RDONLY)

@@ -9,7 +9,8 @@ way whether the caller is root or not:
 
 1. each program runs as PID 1 of a PID namespace of its own, in its own session: `kill(-1)`, `kill(getppid())`,
    `killpg()` of the caller's group, ptrace and `/proc` reach only the program's own processes, and when PID 1 dies
-   the kernel kills the rest. The zygote sits in fresh network + IPC + mount namespaces; when the caller is not root
+   the kernel kills the rest, and its own IPC namespace (SysV shared memory goes with it). The zygote sits in fresh
+   network + IPC + mount namespaces; when the caller is not root
    all of this lives inside a user namespace (the zygote's), and the program holds no capability in it and is not
    dumpable (its own children cannot ptrace it or read its memory);
 2. rlimits: `RLIMIT_CPU`, `RLIMIT_AS` (1 GiB), `RLIMIT_NPROC`, `RLIMIT_FSIZE`, `RLIMIT_NOFILE`, `RLIMIT_CORE=0`.
