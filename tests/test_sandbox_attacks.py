@@ -331,6 +331,8 @@ ATTACKS = {
     "except OSError:\n    LEAKED = False" + LEAK,
     "inode_flood": "import os\nn = 0\ntry:\n    while n < 20000:\n        os.mkdir(str(n))\n        n += 1\n"
     "except OSError:\n    pass\nLEAKED = n >= 20000" + LEAK,  # empty dirs: no bytes, but kernel memory, cleanup time
+    "memfd_hoard": "import os\ntry:\n    fd = os.memfd_create('m')\n    os.write(fd, bytes(1 << 20))\n    LEAKED = True\n"
+    "except OSError:\n    LEAKED = False" + LEAK,  # 16 MiB per fd x 128 fds per process, outside RLIMIT_AS
     "read_home_secret": "try:\n    LEAKED = open({home_canary!r}).read() == 'canary'\nexcept OSError:\n    LEAKED = False"
     + LEAK,  # ~/.cache/huggingface/token, ~/.ssh: the caller's files, even those only its uid may read
     "home_canary_write": "import os\nfor f in (lambda: open({home_canary!r}, 'w').write('pwned'),\n"

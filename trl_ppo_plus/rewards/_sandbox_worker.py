@@ -51,7 +51,7 @@ kernel = _load("_sandbox_kernel")
 
 
 _SNAPSHOT = None
-_SECCOMP = kernel.unix_socket_filter()
+_SECCOMP = kernel.seccomp_filter()
 
 
 def _program(job, compiled, info, workdir, fds):
