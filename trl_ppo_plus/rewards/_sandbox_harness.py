@@ -16,8 +16,12 @@ a program cannot *make the harness report a pass*:
 5. An audit hook (permanent, PEP 578) blocks tracing, `ctypes`, `gc` introspection, crafting code objects and
    rebinding the harness's functions. Network blocking lives here too when no network namespace was available.
 
-Known limit: a program can still walk frames (`f_back`) and rewrite the test's globals while a test runs; the harness
-detects changes to that namespace afterwards and reports an error. The stdin/stdout format is judged by the parent
+Known limits: a program can still walk frames (`f_back`) and rewrite the test's globals while a test runs; the harness
+detects changes to that namespace afterwards and reports an error. It can also *read* the running test from its
+frame (`sys._getframe(1).f_code.co_consts` holds the expected value of `assert f(x) == 2`), and the restore of
+preloaded modules is shallow: a module the tests import that was not preloaded (`json`), or a mutable object inside a
+preloaded one (`copy._deepcopy_dispatch`, a class attribute), can be replaced so that a wrong program passes. Both
+were shown to pass a wrong program; only judging outside the process (as for stdin/stdout) would close them. The stdin/stdout format is judged by the parent
 process from the captured output, so it cannot be forged at all.
 """
 
