@@ -160,6 +160,16 @@ def test_demo_rejects_an_unknown_model_before_loading_anything():
         main(["demo", "--model", "gpt2"])
 
 
+@pytest.mark.parametrize("flag, value", [("--format_weight", "0"), ("--n_eval", "0"), ("--ppo_steps", "0")])
+def test_demo_rejects_bad_numbers_before_loading_anything(flag, value, monkeypatch):
+    from trl_ppo_plus import tiny
+    from trl_ppo_plus.cli import main
+
+    monkeypatch.setattr(tiny, "smollm2_135m_instruct", lambda *a, **k: pytest.fail("loaded the model"))
+    with pytest.raises(ValueError, match=f"SmolLM2DemoConfig.{flag[2:]} must be .*, got {value}"):
+        main(["demo", "--model", "smollm2", flag, value])
+
+
 @pytest.mark.slow
 def test_smollm2_demo_runs_its_pipeline(smollm2_path, tmp_path):
     """`trl-ppo-plus demo --model smollm2`, shrunk to 1 step: accuracy and format rate before/after, card, publish."""
