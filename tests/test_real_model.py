@@ -67,7 +67,9 @@ def test_file_key_follows_content_not_path(tmp_path):
     a.write_bytes(b"GGUF" + bytes(3 << 20))
     b.write_bytes(a.read_bytes())
     assert file_key(a) == file_key(b)
-    b.write_bytes(b"GGUF" + bytes(3 << 20 - 1) + b"x")  # last byte differs
+    b.write_bytes(b"GGUF" + bytes((3 << 20) - 1) + b"x")  # same size, only the last byte differs
+    assert b.stat().st_size == a.stat().st_size and file_key(a) != file_key(b)
+    b.write_bytes(b"GGUX" + bytes(3 << 20))  # same size, only the header differs
     assert file_key(a) != file_key(b)
 
 
