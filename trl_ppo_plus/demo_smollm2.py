@@ -49,6 +49,15 @@ class SmolLM2DemoConfig:
     lora_r: int = 16
     format_weight: float = 0.5  # weight of the format reward next to the accuracy reward (1.0)
 
+    def __post_init__(self):  # before any model loads: the summary divides by format_weight after training
+        for name in ("n_train", "n_eval", "ppo_steps", "batch_size", "max_completion_length", "lora_r"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"SmolLM2DemoConfig.{name} must be >= 1, got {getattr(self, name)!r}")
+        if not self.format_weight > 0:
+            raise ValueError(
+                f"SmolLM2DemoConfig.format_weight must be > 0 (format rate = reward / weight), got {self.format_weight!r}"
+            )
+
 
 def read_gsm8k(data_dir: str | Path, split: str, n: int | None = None) -> list[dict]:
     """The first `n` rows of `data_dir/<split>*.jsonl[.gz]` ({"question", "answer"}; `answer` ends in `#### N`)."""

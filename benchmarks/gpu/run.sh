@@ -13,7 +13,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 TINY=0
 [ "${1:-}" = "--tiny" ] && TINY=1
-PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python )}
+PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}  # the GPU image has python3 (KINDS.md), maybe no `python`
 OUT=${KIT_OUT:-runs/gpu}  # where the logs go
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
