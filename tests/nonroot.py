@@ -153,7 +153,12 @@ def run_python(argv, user, refuse_userns=False, env=None, timeout=600, cwd=ROOT,
         if os.geteuid() == 0:
             unshare(CLONE_NEWNS)
             mount("none", "/", None, MS_REC | MS_PRIVATE)
+            below_tmp = [(p, os.open(p, os.O_PATH)) for p in map(os.path.realpath, paths) if p.startswith("/tmp/")]
             mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=256m,mode=1777")
+            for path, fd in below_tmp:  # a checkout or venv below /tmp (a CI clone): bound back through its handle
+                os.makedirs(path, mode=0o755, exist_ok=True)
+                mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+                os.close(fd)
             _expose(paths, entry.pw_uid)
             if not private_tmp:  # the host's /tmp again (the binds made through our tmpfs stay where they went)
                 check(load_libc().umount2(b"/tmp", MNT_DETACH))

@@ -201,7 +201,9 @@ def _prepare_mounts(hidden, tmpfs_bytes, root):
     readonly = _readonly_tree("/")
     # nr_inodes: empty files cost no bytes, but each costs kernel memory and cleanup time after the timeout
     inodes = max(1024, tmpfs_bytes >> 14)
+    held = _hold_prefixes_below("/tmp")
     mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={tmpfs_bytes},nr_inodes={inodes},mode=0755")
+    _bind_back_read_only(held)  # a venv or checkout below /tmp (CI, scratch clones) stays usable by programs
     if hidden is not None:
         _expose_prefix(*hidden)
     for path in ("/var/tmp", "/dev/shm", "/run/lock", "/proc"):
@@ -222,9 +224,29 @@ def _readonly_tree(path):
     return ret == 0
 
 
+def _hold_prefixes_below(top):
+    """O_PATH handles on the Python prefixes below `top`, taken before a tmpfs covers it."""
+    return [(p, os.open(p, os.O_PATH | os.O_DIRECTORY)) for p in _prefixes() if p.startswith(top + "/")]
+
+
+KEPT_IN_TMP: set[str] = set()  # names in our private /tmp that hold bound-back prefixes: cleanup leaves them
+
+
+def _bind_back_read_only(held):
+    """Bind each held directory back at its own path (through /proc/self/fd, as its path is now covered)."""
+    for path, fd in held:
+        KEPT_IN_TMP.add(path.split("/")[2])
+        os.makedirs(path, mode=0o755, exist_ok=True)
+        mount(f"/proc/self/fd/{fd}", path, None, MS_BIND | MS_REC)
+        mount("none", path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+        os.close(fd)
+
+
 def _prefixes():
     """The directories the interpreter needs: its installation and, in a venv, the venv (site-packages)."""
-    return sorted({os.path.realpath(sys.base_prefix), os.path.realpath(sys.prefix)})
+    venv = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))  # known under -S too (no site)
+    dirs = {sys.base_prefix, sys.prefix, *([venv] if os.path.isfile(os.path.join(venv, "pyvenv.cfg")) else [])}
+    return sorted({os.path.realpath(d) for d in dirs})
 
 
 def _hidden_prefix():

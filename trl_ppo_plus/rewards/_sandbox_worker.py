@@ -270,7 +270,7 @@ def _supervise(job, info):
     except OSError:
         shutil.rmtree(workdir, ignore_errors=True)
     if info["mountns"] and info["userns"]:  # the program owns our /tmp in a user namespace: leave nothing behind
-        for name in os.listdir("/tmp"):
+        for name in set(os.listdir("/tmp")) - kernel.KEPT_IN_TMP:
             shutil.rmtree(os.path.join("/tmp", name), ignore_errors=True)
 
     out, err, res = (bytes(bufs[p[0]]) for p in pipes[:3])
