@@ -157,6 +157,29 @@ def test_new_ppo_fields_are_validated(tmp_path):
     assert _config(tmp_path, dataset_num_proc=2).dataset_num_proc == 2
 
 
+# ---------------------------------------------------------------- re-initialised configs
+
+
+def test_a_replaced_or_copied_config_derives_its_fields_again(tmp_path):
+    # dataclasses.replace re-runs __post_init__ with every field, the derived ones included: before, the GRPO names'
+    # copies of the PPO fields read as a conflict, and GRPOConfig refused its own derived batching pair.
+    import copy
+    import pickle
+
+    args = _config(tmp_path, per_device_train_batch_size=2, total_episodes=16, loss_type="grpo")
+    epochs = dataclasses.replace(args, num_ppo_epochs=3)
+    assert (epochs.num_ppo_epochs, epochs.num_iterations, epochs.max_steps) == (3, 3, 3 * 8)
+    assert dataclasses.replace(pickle.loads(pickle.dumps(args)), cliprange=0.3).epsilon == 0.3
+    assert dataclasses.replace(args, loss_aggregation="token-mean").loss_aggregation == "token-mean"
+    accumulated = dataclasses.replace(copy.deepcopy(args), gradient_accumulation_steps=2)
+    assert (accumulated.steps_per_generation, accumulated.generation_batch_size) == (2, 4)
+    assert accumulated.max_steps == 4  # 16 episodes in rollouts of 4, one mini-batch each
+    with pytest.raises(ValueError, match="num_iterations=2 and PPOConfig.num_ppo_epochs=3"):
+        dataclasses.replace(args, num_iterations=2, num_ppo_epochs=3)  # what the user sets still has to agree
+    with pytest.raises(ValueError, match="max_steps=5 was set"):
+        dataclasses.replace(args, max_steps=5)
+
+
 # ---------------------------------------------------------------- batching
 
 
