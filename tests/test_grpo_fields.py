@@ -115,6 +115,33 @@ def test_delta_sets_dual_clip(tmp_path):
     assert _config(tmp_path).dual_clip is None
 
 
+def test_delta_has_the_gradients_of_grpos_two_sided_clip_or_is_refused(tmp_path):
+    # GRPO (INTELLECT-2): the ratio is clamped at delta, then the clipped min. With delta >= 1 + epsilon_high that is
+    # dual-clip PPO; below it GRPO also stops positive-advantage ratios in (delta, 1 + ε], which dual-clip does not.
+    from trl_ppo_plus.ppo_math import policy_loss
+
+    eps, delta = 0.2, 1.5
+    advantages = torch.tensor([[1.0, 1.0, 1.0, -1.0, -1.0, -1.0]])
+    old, mask = torch.zeros_like(advantages), torch.ones_like(advantages)
+    ratios = torch.tensor([[1.1, 1.3, 1.7, 0.7, 1.3, 1.7]])  # inside, past 1 + ε, past δ; for both signs of A
+
+    def grads(loss_of):
+        logprob = ratios.log().requires_grad_()
+        loss_of(logprob).backward()
+        return logprob.grad
+
+    def grpo(logprob):
+        ratio = (logprob - old).exp().clamp(max=delta)
+        per_token = -torch.minimum(ratio * advantages, ratio.clamp(1 - eps, 1 + eps) * advantages)
+        return per_token.mean()
+
+    args = _config(tmp_path, delta=delta, epsilon=eps)
+    ppo = grads(lambda lp: policy_loss(lp, old, advantages, mask, args.cliprange, dual_clip=args.dual_clip)[0])
+    torch.testing.assert_close(ppo, grads(grpo))
+    with pytest.raises(ValueError, match="delta=1.1 is below 1 \\+ epsilon_high = 1.2"):
+        _config(tmp_path, delta=1.1, epsilon=eps)
+
+
 def test_beta_sets_kl_coef_and_grpo_kl_stays_off(tmp_path):
     args = _config(tmp_path, beta=0.1)
     assert (args.kl_coef, args.beta) == (0.1, 0.0)

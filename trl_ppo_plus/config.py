@@ -379,6 +379,13 @@ class PPOConfig(GRPOConfig):
         if self.epsilon_high is not None:
             take("epsilon_high", self.epsilon_high, "cliprange_high", self.cliprange_high)
         if self.delta is not None:
+            upper = 1 + (self.cliprange if self.cliprange_high is None else self.cliprange_high)
+            if self.delta < upper:  # GRPO's clamp then also stops positive-advantage ratios in (delta, 1 + ε]
+                raise ValueError(
+                    f"PPOConfig.delta={self.delta!r} is below 1 + epsilon_high = {upper!r}: GRPO's delta then also "
+                    f"caps positive-advantage ratios, which dual-clip PPO does not. Set delta >= {upper!r} (INTELLECT-2 "
+                    f"recommends > 1 + ε) or dual_clip instead."
+                )
             take("delta", self.delta, "dual_clip", self.dual_clip)
         if self.loss_type is not None:
             if self.loss_type not in LOSS_TYPE_TO_AGGREGATION:
