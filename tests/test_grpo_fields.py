@@ -205,6 +205,8 @@ def test_a_replaced_or_copied_config_derives_its_fields_again(tmp_path):
         dataclasses.replace(args, num_iterations=2, num_ppo_epochs=3)  # what the user sets still has to agree
     with pytest.raises(ValueError, match="max_steps=5 was set"):
         dataclasses.replace(args, max_steps=5)
+    hparams = args.to_sanitized_dict()  # TensorBoard's: a marked value must not turn into a string
+    assert (type(hparams["num_iterations"]), type(hparams["max_steps"]), hparams["loss_type"]) == (int, int, "grpo")
 
 
 # ---------------------------------------------------------------- batching

@@ -357,6 +357,15 @@ class PPOConfig(GRPOConfig):
         for name in set(batching) - user_set:
             setattr(self, name, _derived(getattr(self, name)))
 
+    def to_sanitized_dict(self) -> dict:
+        """TrainingArguments' TensorBoard hparams (plain `int`/`float`/`str` only), derived values unmarked."""
+        sanitized = super().to_sanitized_dict()
+        for name in _RE_DERIVED:
+            value = getattr(self, name)
+            if isinstance(value, _Derived):
+                sanitized[name] = type(value).__bases__[1](value)  # _DerivedInt(1) -> int(1)
+        return sanitized
+
     def _map_grpo_names(self):
         """GRPO's names for PPO settings (`grpo_fields.MAPPED`) onto the PPO fields; a conflict raises."""
 
