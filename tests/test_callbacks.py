@@ -382,3 +382,27 @@ def test_eval_and_curves_with_ppo_trainer(tiny_model_path, tmp_path):
     assert trailing_over >= 1 and guard.num_over == trailing_over  # the guard read PPO's objective/kl
     assert guard.stop_reason is None and trainer.state.global_step == 2  # patience not reached: training went on
     _assert_nontrivial_png(tmp_path / "training_curves.png")
+
+
+def test_a_callback_reused_by_a_second_ppo_trainer_serves_that_trainer(tiny_model_path, tmp_path):
+    # A sweep passing one evaluator to each run: it stayed bound to the first trainer, so the second run's
+    # evaluation read the first run's model and logged into the first run's state.
+    from datasets import Dataset
+    from ppo_helpers import DigitReward, fast_args, prompts_dataset
+
+    from trl_ppo_plus import PPOTrainer
+
+    reward = DigitReward(tiny_model_path)
+    evaluator = VerifiableEvalCallback(Dataset.from_dict({"prompt": ["a"]}), [reward], max_new_tokens=2)
+    trainers = [
+        PPOTrainer(
+            model=tiny_model_path,
+            reward_funcs=reward,
+            args=fast_args(tmp_path / f"run{i}", max_steps=1),
+            train_dataset=prompts_dataset(8),
+            callbacks=[evaluator],
+        )
+        for i in range(2)
+    ]
+    assert evaluator.trainer is trainers[1]
+    assert trainers[1].callback_handler.callbacks.count(evaluator) == 1

@@ -213,3 +213,19 @@ def test_legacy_trainer_attributes_model_adapter_name_and_eval_dataset_dict(tiny
         PPOTrainer(
             model=policy, reward_funcs=DigitReward(tiny_model_path), args=wrong, train_dataset=prompts_dataset(4)
         )
+
+
+def test_reward_model_scores_the_last_real_token_when_the_pad_is_added_at_run_time(tiny_model_path):
+    # GRPO right-pads the reward batch with the run-time [PAD]; a classifier pooling the last token that is not its
+    # config.pad_token_id (the old pad) scored a [PAD] position for every text shorter than the longest.
+    from trl_ppo_plus.legacy import never_embed_pad
+
+    reward_model = AutoModelForSequenceClassification.from_pretrained(f"{tiny_model_path}/reward", num_labels=1).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path)
+    tokenizer.add_special_tokens({"pad_token": "[PAD]"})
+    never_embed_pad(reward_model, tokenizer.pad_token_id)
+    texts = ["Ann has 12 apples and gets 4 more", "7"]
+    with torch.no_grad():
+        batched = reward_model(**tokenizer(texts, padding=True, padding_side="right", return_tensors="pt")).logits
+        alone = torch.cat([reward_model(**tokenizer([t], return_tensors="pt")).logits for t in texts])
+    torch.testing.assert_close(batched, alone, atol=1e-4, rtol=1e-4)

@@ -115,6 +115,33 @@ def test_delta_sets_dual_clip(tmp_path):
     assert _config(tmp_path).dual_clip is None
 
 
+def test_delta_has_the_gradients_of_grpos_two_sided_clip_or_is_refused(tmp_path):
+    # GRPO (INTELLECT-2): the ratio is clamped at delta, then the clipped min. With delta >= 1 + epsilon_high that is
+    # dual-clip PPO; below it GRPO also stops positive-advantage ratios in (delta, 1 + ε], which dual-clip does not.
+    from trl_ppo_plus.ppo_math import policy_loss
+
+    eps, delta = 0.2, 1.5
+    advantages = torch.tensor([[1.0, 1.0, 1.0, -1.0, -1.0, -1.0]])
+    old, mask = torch.zeros_like(advantages), torch.ones_like(advantages)
+    ratios = torch.tensor([[1.1, 1.3, 1.7, 0.7, 1.3, 1.7]])  # inside, past 1 + ε, past δ; for both signs of A
+
+    def grads(loss_of):
+        logprob = ratios.log().requires_grad_()
+        loss_of(logprob).backward()
+        return logprob.grad
+
+    def grpo(logprob):
+        ratio = (logprob - old).exp().clamp(max=delta)
+        per_token = -torch.minimum(ratio * advantages, ratio.clamp(1 - eps, 1 + eps) * advantages)
+        return per_token.mean()
+
+    args = _config(tmp_path, delta=delta, epsilon=eps)
+    ppo = grads(lambda lp: policy_loss(lp, old, advantages, mask, args.cliprange, dual_clip=args.dual_clip)[0])
+    torch.testing.assert_close(ppo, grads(grpo))
+    with pytest.raises(ValueError, match="delta=1.1 is below 1 \\+ epsilon_high = 1.2"):
+        _config(tmp_path, delta=1.1, epsilon=eps)
+
+
 def test_beta_sets_kl_coef_and_grpo_kl_stays_off(tmp_path):
     args = _config(tmp_path, beta=0.1)
     assert (args.kl_coef, args.beta) == (0.1, 0.0)
@@ -143,7 +170,7 @@ def test_mapped_values_obey_the_ppo_bounds(tmp_path):
         _config(tmp_path, num_iterations=0)
     with pytest.raises(ValueError, match="cliprange=-0.1"):
         _config(tmp_path, epsilon=-0.1)
-    with pytest.raises(ValueError, match="dual_clip=0.5"):
+    with pytest.raises(ValueError, match="delta=0.5 is below 1 \\+ epsilon_high"):  # before dual_clip's own bound
         _config(tmp_path, delta=0.5)
 
 
@@ -155,6 +182,31 @@ def test_new_ppo_fields_are_validated(tmp_path):
     with pytest.raises(ValueError, match="dataset_num_proc=0"):
         _config(tmp_path, dataset_num_proc=0)
     assert _config(tmp_path, dataset_num_proc=2).dataset_num_proc == 2
+
+
+# ---------------------------------------------------------------- re-initialised configs
+
+
+def test_a_replaced_or_copied_config_derives_its_fields_again(tmp_path):
+    # dataclasses.replace re-runs __post_init__ with every field, the derived ones included: before, the GRPO names'
+    # copies of the PPO fields read as a conflict, and GRPOConfig refused its own derived batching pair.
+    import copy
+    import pickle
+
+    args = _config(tmp_path, per_device_train_batch_size=2, total_episodes=16, loss_type="grpo")
+    epochs = dataclasses.replace(args, num_ppo_epochs=3)
+    assert (epochs.num_ppo_epochs, epochs.num_iterations, epochs.max_steps) == (3, 3, 3 * 8)
+    assert dataclasses.replace(pickle.loads(pickle.dumps(args)), cliprange=0.3).epsilon == 0.3
+    assert dataclasses.replace(args, loss_aggregation="token-mean").loss_aggregation == "token-mean"
+    accumulated = dataclasses.replace(copy.deepcopy(args), gradient_accumulation_steps=2)
+    assert (accumulated.steps_per_generation, accumulated.generation_batch_size) == (2, 4)
+    assert accumulated.max_steps == 4  # 16 episodes in rollouts of 4, one mini-batch each
+    with pytest.raises(ValueError, match="num_iterations=2 and PPOConfig.num_ppo_epochs=3"):
+        dataclasses.replace(args, num_iterations=2, num_ppo_epochs=3)  # what the user sets still has to agree
+    with pytest.raises(ValueError, match="max_steps=5 was set"):
+        dataclasses.replace(args, max_steps=5)
+    hparams = args.to_sanitized_dict()  # TensorBoard's: a marked value must not turn into a string
+    assert (type(hparams["num_iterations"]), type(hparams["max_steps"]), hparams["loss_type"]) == (int, int, "grpo")
 
 
 # ---------------------------------------------------------------- batching

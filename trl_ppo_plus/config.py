@@ -22,6 +22,45 @@ KL_PENALTIES = ("reward", "loss")
 logger = logging.getLogger(__name__)
 
 
+class _Derived:
+    """Marks a value that `PPOConfig.__post_init__` derived rather than read from the user (a GRPO name mirroring its
+    PPO field, a batching field computed from the others). The mark survives `dataclasses.replace`, `copy.deepcopy`
+    and pickling, so a re-initialised config derives the value again instead of reading a stale copy as the user's."""
+
+
+class _DerivedInt(_Derived, int):
+    pass
+
+
+class _DerivedFloat(_Derived, float):
+    pass
+
+
+class _DerivedStr(_Derived, str):
+    pass
+
+
+def _derived(value):
+    if value is None or isinstance(value, (_Derived, bool)):
+        return value
+    kind = {int: _DerivedInt, float: _DerivedFloat, str: _DerivedStr}.get(type(value))
+    return value if kind is None else kind(value)
+
+
+# Re-derived on every __post_init__ when marked: the value a field returns to ("unset") before deriving it again.
+_RE_DERIVED = {
+    "num_iterations": None,
+    "epsilon": None,
+    "epsilon_high": None,
+    "delta": None,
+    "loss_type": None,
+    "generation_batch_size": None,
+    "steps_per_generation": None,
+    "num_mini_batches": None,
+    "max_steps": -1,
+}
+
+
 def _cuda_bf16() -> bool:
     import torch
 
@@ -290,6 +329,11 @@ class PPOConfig(GRPOConfig):
     dataset_num_proc: int | None = field(default=None, metadata={"help": "Processes for dataset preprocessing."})
 
     def __post_init__(self):
+        for name, unset in _RE_DERIVED.items():  # a re-init (dataclasses.replace, ...) derives these again
+            if isinstance(getattr(self, name), _Derived):
+                setattr(self, name, unset)
+        batching = ("generation_batch_size", "steps_per_generation", "num_mini_batches")
+        user_set = {name for name in batching if getattr(self, name) is not None}
         self._validate_ppo_fields()  # before anything heavy: bad input fails first, naming the field
         refuse_unsupported(self, _PPO_DEFAULTS)
         self._map_grpo_names()
@@ -310,6 +354,17 @@ class PPOConfig(GRPOConfig):
                 raise
             self._after_group_size_check()
         self._check_batching()
+        for name in set(batching) - user_set:
+            setattr(self, name, _derived(getattr(self, name)))
+
+    def to_sanitized_dict(self) -> dict:
+        """TrainingArguments' TensorBoard hparams (plain `int`/`float`/`str` only), derived values unmarked."""
+        sanitized = super().to_sanitized_dict()
+        for name in _RE_DERIVED:
+            value = getattr(self, name)
+            if isinstance(value, _Derived):
+                sanitized[name] = type(value).__bases__[1](value)  # _DerivedInt(1) -> int(1)
+        return sanitized
 
     def _map_grpo_names(self):
         """GRPO's names for PPO settings (`grpo_fields.MAPPED`) onto the PPO fields; a conflict raises."""
@@ -333,6 +388,13 @@ class PPOConfig(GRPOConfig):
         if self.epsilon_high is not None:
             take("epsilon_high", self.epsilon_high, "cliprange_high", self.cliprange_high)
         if self.delta is not None:
+            upper = 1 + (self.cliprange if self.cliprange_high is None else self.cliprange_high)
+            if self.delta < upper:  # GRPO's clamp then also stops positive-advantage ratios in (delta, 1 + ε]
+                raise ValueError(
+                    f"PPOConfig.delta={self.delta!r} is below 1 + epsilon_high = {upper!r}: GRPO's delta then also "
+                    f"caps positive-advantage ratios, which dual-clip PPO does not. Set delta >= {upper!r} (INTELLECT-2 "
+                    f"recommends > 1 + ε) or dual_clip instead."
+                )
             take("delta", self.delta, "dual_clip", self.dual_clip)
         if self.loss_type is not None:
             if self.loss_type not in LOSS_TYPE_TO_AGGREGATION:
@@ -343,8 +405,9 @@ class PPOConfig(GRPOConfig):
             take("loss_type", LOSS_TYPE_TO_AGGREGATION[self.loss_type], "loss_aggregation", self.loss_aggregation)
         self._validate_ppo_fields()  # the mapped values obey the PPO fields' bounds
         # GRPOTrainer reads these names: they hold the PPO values from here on.
-        self.num_iterations, self.epsilon, self.epsilon_high = self.num_ppo_epochs, self.cliprange, self.cliprange_high
-        self.delta = self.dual_clip
+        self.num_iterations, self.epsilon = _derived(self.num_ppo_epochs), _derived(self.cliprange)
+        self.epsilon_high, self.delta = _derived(self.cliprange_high), _derived(self.dual_clip)
+        self.loss_type = _derived(self.loss_type)
 
     def _check_batching(self):
         """A rollout is `steps_per_generation` micro-batches: `num_mini_batches` × `gradient_accumulation_steps`."""
@@ -381,7 +444,7 @@ class PPOConfig(GRPOConfig):
                     self.generation_batch_size,
                     updates * self.generation_batch_size,
                 )
-            self.max_steps = steps
+            self.max_steps = _derived(steps)
 
     def _accumulation_hint(self, micro_batches: int) -> str:
         if micro_batches % self.num_mini_batches:

@@ -72,7 +72,8 @@ MAPPED: dict[str, tuple[str, str]] = {
     "delta": (
         "dual_clip",
         "GRPO clamps the ratio at δ before the clipped min: for A < 0 the loss is capped at −δ·A, for A > 0 the clip "
-        "already binds first, which is dual-clip PPO with c = δ (Ye et al. 2020), when set",
+        "already binds first, which is dual-clip PPO with c = δ (Ye et al. 2020), when set; δ < 1 + ε_high (where GRPO also caps A > 0) is "
+        "refused",
     ),
     "loss_type": (
         "loss_aggregation",

@@ -80,8 +80,9 @@ def never_embed_pad(model, pad_token_id: int | None) -> None:
     TRL <= 1.12 scripts add a pad token at run time (`tokenizer.add_special_tokens({"pad_token": "[PAD]"})`) and
     never resize the models: the id is one past their vocabulary, and embedding it raises `IndexError`. Padding is
     masked out of attention, so its embedding never matters (TRL <= 1.12 masked pad ids before every forward). The
-    hook sits on the embedding layer, so the model (and a sequence classifier finding its last token by
-    `config.pad_token_id`) still sees the real ids; generation, log-prob and value forwards all pass through it.
+    hook sits on the embedding layer, so the model still sees the real ids; generation, log-prob and value forwards
+    all pass through it. A sequence classifier scores the last token that is not `config.pad_token_id`: that becomes
+    the run-time pad id, or a right-padded reward batch would score a pad for all but its longest text.
     """
     embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
     if pad_token_id is None or embeddings is None or not hasattr(embeddings, "num_embeddings"):
@@ -96,6 +97,8 @@ def never_embed_pad(model, pad_token_id: int | None) -> None:
         return args, {**kwargs, "input": ids.masked_fill(ids == pad_token_id, 0)}
 
     embeddings._ppo_pad_hook = embeddings.register_forward_pre_hook(replace_pad, with_kwargs=True)
+    if type(model).__name__.endswith("ForSequenceClassification"):
+        model.config.get_text_config().pad_token_id = pad_token_id
 
 
 def embeddable_pad_id(tokenizer, model) -> int:

@@ -347,10 +347,13 @@ class PPOTrainer(GRPOTrainer):
         self._policy.set_adapter(name)
 
     def _bind_callbacks(self) -> None:
-        """Bind callbacks that log through their trainer (`VerifiableEvalCallback`, ...), the HF `callbacks=[...]` way."""
+        """Bind callbacks that log through their trainer (`VerifiableEvalCallback`, ...), the HF `callbacks=[...]` way.
+
+        A callback reused from an earlier trainer (a sweep passing the same instance to each run) is bound again: the
+        trainer whose `callbacks` hold it is the one it evaluates and logs into."""
         for callback in list(self.callback_handler.callbacks):
             for needs_trainer in (callback, getattr(callback, "eval_callback", None)):  # CompletionSamplesCallback's
-                if hasattr(needs_trainer, "bind") and getattr(needs_trainer, "trainer", None) is None:
+                if hasattr(needs_trainer, "bind") and getattr(needs_trainer, "trainer", None) is not self:
                     needs_trainer.bind(self)  # also registers it when it was not in `callbacks`
 
     def _set_legacy_attributes(self) -> None:

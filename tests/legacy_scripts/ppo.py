@@ -9,17 +9,12 @@ tokenizer given a `[PAD]` token at run time, sequence-classification reward and 
 `generate_completions`. Only the imports differ from a TRL 1.12 script (TRL 1.16 dropped `get_kbit_device_map`), and
 `trust_remote_code`, which TRL 1.16 moved from `ModelConfig` to the trainer configs, is read from `training_args`.
 
-python tests/legacy_scripts/ppo.py \
-    --dataset_name trl-internal-testing/descriptiveness-sentiment-trl-style \
-    --dataset_train_split descriptiveness \
-    --output_dir pythia-1b-deduped-descriptiveness-sentiment-trl-style-ppo \
-    --per_device_train_batch_size 64 \
-    --gradient_accumulation_steps 1 \
-    --total_episodes 10000 \
-    --model_name_or_path EleutherAI/pythia-1b-deduped \
-    --sft_model_path EleutherAI/pythia-1b-deduped \
-    --reward_model_path EleutherAI/pythia-1b-deduped \
-    --missing_eos_penalty 1.0
+Run by tests/test_legacy_scripts.py on the tiny models, e.g. (MODEL a `trl_ppo_plus.tiny` folder, DATA a local
+dataset folder):
+
+    python tests/legacy_scripts/ppo.py --model_name_or_path MODEL --sft_model_path MODEL \
+        --reward_model_path MODEL/reward --dataset_name DATA --dataset_train_split descriptiveness --output_dir OUT \
+        --per_device_train_batch_size 2 --total_episodes 8 --missing_eos_penalty 1.0
 """
 
 import shutil

@@ -8,21 +8,12 @@ filter, an eval set only when `--eval_strategy` is not `no`, and a check that pr
 `ppo.py`, only the imports differ from a TRL 1.12 script, and `trust_remote_code` is read from `training_args`
 (TRL 1.16 moved it there from `ModelConfig`).
 
-python tests/legacy_scripts/ppo_tldr.py \
-    --dataset_name trl-lib/tldr \
-    --dataset_test_split validation \
-    --output_dir pythia-1b-deduped-tldr-preference-sft-trl-style-ppo \
-    --per_device_train_batch_size 16 \
-    --gradient_accumulation_steps 4 \
-    --total_episodes 1000000 \
-    --model_name_or_path EleutherAI/pythia-1b-deduped \
-    --sft_model_path cleanrl/EleutherAI_pythia-1b-deduped__sft__tldr \
-    --reward_model_path cleanrl/EleutherAI_pythia-1b-deduped__reward__tldr \
-    --local_rollout_forward_batch_size 16 \
-    --missing_eos_penalty 1.0 \
-    --stop_token eos \
-    --eval_strategy steps \
-    --eval_steps 100
+Run by tests/test_legacy_scripts.py on the tiny models, e.g. (MODEL a `trl_ppo_plus.tiny` folder, DATA a local
+dataset folder):
+
+    python tests/legacy_scripts/ppo_tldr.py --model_name_or_path MODEL --sft_model_path MODEL \
+        --reward_model_path MODEL/reward --dataset_name DATA --dataset_test_split validation --output_dir OUT \
+        --per_device_train_batch_size 2 --total_episodes 8 --missing_eos_penalty 1.0 --eval_strategy steps --eval_steps 2
 """
 
 import shutil
