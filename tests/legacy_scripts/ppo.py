@@ -80,18 +80,17 @@ if __name__ == "__main__":
     eval_dataset = dataset.select(range(len(dataset) - eval_samples, len(dataset)))
     dataset_text_field = "prompt"
 
-    def prepare_dataset(dataset, tokenizer):
-        def tokenize(element):
-            outputs = tokenizer(element[dataset_text_field], padding=False)
-            return {"input_ids": outputs["input_ids"]}
-
-        return dataset.map(
-            tokenize, batched=True, remove_columns=dataset.column_names, num_proc=training_args.dataset_num_proc
+    def to_input_ids(split):
+        """Pre-tokenized prompts, as a TRL <= 1.12 PPO dataset holds them: one `input_ids` column."""
+        return split.map(
+            lambda batch: {"input_ids": tokenizer(batch[dataset_text_field], padding=False)["input_ids"]},
+            batched=True,
+            remove_columns=split.column_names,
+            num_proc=training_args.dataset_num_proc,
         )
 
     with PartialState().local_main_process_first():
-        train_dataset = prepare_dataset(train_dataset, tokenizer)
-        eval_dataset = prepare_dataset(eval_dataset, tokenizer)
+        train_dataset, eval_dataset = to_input_ids(train_dataset), to_input_ids(eval_dataset)
 
     # Training
     trainer = PPOTrainer(

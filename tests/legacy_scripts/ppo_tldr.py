@@ -3,7 +3,7 @@
 # ///
 """A script in the shape of TRL <= 1.12's `examples/scripts/ppo/ppo_tldr.py` (written for these tests, not TRL's).
 
-Same arguments and calls as `ppo.py`, plus: the dataset's train and test splits, a `lengths` column and a length
+Same arguments and calls as `ppo.py`, plus: the dataset's train and test splits, a prompt-length
 filter, an eval set only when `--eval_strategy` is not `no`, and a check that prompts do not end with EOS. As in
 `ppo.py`, only the imports differ from a TRL 1.12 script, and `trust_remote_code` is read from `training_args`
 (TRL 1.16 moved it there from `ModelConfig`).
@@ -75,20 +75,19 @@ if __name__ == "__main__":
     train_dataset = dataset[script_args.dataset_train_split]
     eval_dataset = dataset[script_args.dataset_test_split] if training_args.eval_strategy != "no" else None
 
-    def prepare_dataset(dataset, tokenizer):
-        def tokenize(element):
-            input_ids = tokenizer(element["prompt"], padding=False)["input_ids"]
-            return {"input_ids": input_ids, "lengths": len(input_ids)}
-
-        return dataset.map(tokenize, remove_columns=dataset.column_names, num_proc=training_args.dataset_num_proc)
+    def chat_prompt_ids(split, max_prompt_tokens=512):
+        """Tokenize the chat-templated `prompt` column into `input_ids`, dropping prompts over the budget."""
+        num_proc = training_args.dataset_num_proc
+        ids = split.map(
+            lambda row: {"input_ids": tokenizer(row["prompt"], padding=False)["input_ids"]},
+            remove_columns=split.column_names,
+            num_proc=num_proc,
+        )
+        return ids.filter(lambda row: len(row["input_ids"]) <= max_prompt_tokens, num_proc=num_proc)
 
     with PartialState().local_main_process_first():
-        train_dataset = prepare_dataset(train_dataset, tokenizer)
-        if eval_dataset is not None:
-            eval_dataset = prepare_dataset(eval_dataset, tokenizer)
-        train_dataset = train_dataset.filter(lambda x: x["lengths"] <= 512, num_proc=training_args.dataset_num_proc)
-        if eval_dataset is not None:
-            eval_dataset = eval_dataset.filter(lambda x: x["lengths"] <= 512, num_proc=training_args.dataset_num_proc)
+        train_dataset = chat_prompt_ids(train_dataset)
+        eval_dataset = None if eval_dataset is None else chat_prompt_ids(eval_dataset)
 
     assert train_dataset[0]["input_ids"][-1] != tokenizer.eos_token_id, "The last token should not be an EOS token"
 
