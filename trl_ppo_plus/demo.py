@@ -186,22 +186,30 @@ def run_demo(cfg: DemoConfig) -> dict:
     return summary
 
 
-def _print_table(s: dict) -> None:
+def print_table(title: str, columns: list[str], rows: list[list[str]]) -> None:
+    """The demos' closing summary: one rich table on the console."""
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="trl-ppo-plus demo: held-out accuracy (greedy, exact answer)")
-    for col in ["policy", "held-out accuracy", "KL to SFT", "β", "time"]:
-        table.add_column(col)
-    table.add_row("SFT checkpoint", f"{100 * s['sft_accuracy']:.1f}%", "0", "-", "")
-    table.add_row(
-        "PPO policy",
-        f"{100 * s['ppo_accuracy']:.1f}% ({s['gain_points']:+.1f} pts)",
-        f"{s['final_kl']:.3f}" if s["final_kl"] is not None else "-",
-        f"{s['final_beta']:.4f}",
-        f"{s['seconds']:.0f} s",
-    )
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
     Console().print(table)
+
+
+def _print_table(s: dict) -> None:
+    kl = f"{s['final_kl']:.3f}" if s["final_kl"] is not None else "-"
+    ppo = f"{100 * s['ppo_accuracy']:.1f}% ({s['gain_points']:+.1f} pts)"
+    print_table(
+        "trl-ppo-plus demo: held-out accuracy (greedy, exact answer)",
+        ["policy", "held-out accuracy", "KL to SFT", "β", "time"],
+        [
+            ["SFT checkpoint", f"{100 * s['sft_accuracy']:.1f}%", "0", "-", ""],
+            ["PPO policy", ppo, kl, f"{s['final_beta']:.4f}", f"{s['seconds']:.0f} s"],
+        ],
+    )
 
 
 MODELS = ("tiny", "smollm2")  # `--model smollm2`: the same pipeline on a real pretrained model (`demo_smollm2.py`)

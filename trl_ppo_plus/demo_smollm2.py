@@ -175,17 +175,14 @@ def run_demo(cfg: SmolLM2DemoConfig) -> dict:
 
 
 def _print_table(s: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
+    from trl_ppo_plus.demo import print_table
 
-    n = s["held_out_problems"]
-    table = Table(title=f"trl-ppo-plus demo --model smollm2: {n} held-out GSM8K test questions (greedy)")
-    for col in ["policy", "accuracy", "format rate (#### N)", "time"]:
-        table.add_column(col)
-    for name, row, t in (("SmolLM2-135M-Instruct", s["before"], ""), ("PPO (QLoRA)", s["after"], s["seconds"])):
-        time_cell = f"{t:.0f} s" if t else ""
-        table.add_row(name, f"{100 * row['accuracy']:.1f}%", f"{100 * row['format_rate']:.1f}%", time_cell)
-    Console().print(table)
+    rows = [("SmolLM2-135M-Instruct", s["before"], ""), ("PPO (QLoRA)", s["after"], f"{s['seconds']:.0f} s")]
+    print_table(
+        f"trl-ppo-plus demo --model smollm2: {s['held_out_problems']} held-out GSM8K test questions (greedy)",
+        ["policy", "accuracy", "format rate (#### N)", "time"],
+        [[name, f"{100 * r['accuracy']:.1f}%", f"{100 * r['format_rate']:.1f}%", t] for name, r, t in rows],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
