@@ -76,7 +76,8 @@ def part_memory(model_dir: str, a) -> dict:
 def evaluate(trainer, held_out, funcs, a) -> dict:
     from trl_ppo_plus.demo_smollm2 import evaluator
 
-    metrics = evaluator(trainer, held_out, funcs, a.eval_max_new_tokens, eval_steps=10**9).evaluate().metrics
+    metrics = evaluator(trainer, held_out, funcs, a.eval_max_new_tokens, eval_steps=10**9, batch_size=a.eval_batch)
+    metrics = metrics.evaluate().metrics
     return {
         "accuracy": metrics["eval/accuracy"],
         "format_rate": metrics["eval/rewards/answer_format_reward/mean"] / a.format_weight,
@@ -111,13 +112,39 @@ def train_arm(algo: str, model_dir: str, train, held_out, a, seed: int, out: Pat
         config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if algo == "grpo" else (RLOOConfig, RLOOTrainer)
         args = config_cls(**common, num_generations=a.group, num_iterations=1, beta=a.beta)
         trainer = trainer_cls(model=base, reward_funcs=funcs, args=args, train_dataset=train, peft_config=lora)
+    if a.max_train_seconds:
+        trainer.add_callback(stop_after(a.max_train_seconds))
     start = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - start
     tokens = next((h["num_tokens"] for h in reversed(trainer.state.log_history) if "num_tokens" in h), None)
     result = evaluate(trainer, held_out, funcs, a)
-    result.update(train_seconds=seconds, num_tokens=tokens)
+    result.update(train_seconds=seconds, num_tokens=tokens, steps=trainer.state.global_step,
+                  reward_first=_mean_reward(trainer, first=True), reward_last=_mean_reward(trainer, first=False))  # fmt: skip
     return result, seconds
+
+
+def _mean_reward(trainer, first: bool, n: int = 5) -> float | None:
+    """Mean training reward of the first (or last) `n` logged steps."""
+    rewards = [h["reward"] for h in trainer.state.log_history if "reward" in h]
+    picked = rewards[:n] if first else rewards[-n:]
+    return statistics.mean(picked) if picked else None
+
+
+def stop_after(seconds: float):
+    """A `TrainerCallback` that stops training once `seconds` have passed: a wall-clock cap for runs with a fixed
+    time budget. The steps run are reported beside the result, so an arm stopped early shows it."""
+    from transformers import TrainerCallback
+
+    class StopAfter(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.deadline = time.perf_counter() + seconds
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if time.perf_counter() > self.deadline:
+                control.should_training_stop = True
+
+    return StopAfter()
 
 
 def part_learning(model_dir: str, a) -> dict:
@@ -175,6 +202,8 @@ def main() -> None:
     p.add_argument("--group", type=int, default=4, help="GRPO/RLOO completions per prompt (PPO: 1)")
     p.add_argument("--max_completion_length", type=int, default=256)
     p.add_argument("--eval_max_new_tokens", type=int, default=256)
+    p.add_argument("--eval_batch", type=int, default=25, help="held-out prompts per generate call")
+    p.add_argument("--max_train_seconds", type=float, default=None, help="stop an arm's training after this long")
     p.add_argument("--n_train", type=int, default=None, help="train questions (default: all)")
     p.add_argument("--n_eval", type=int, default=200)
     p.add_argument("--lr", type=float, default=5e-5)
@@ -183,6 +212,7 @@ def main() -> None:
     p.add_argument("--format_weight", type=float, default=0.5)
     p.add_argument("--quantization", default="none", choices=["none", "nf4"], help="the base of the LoRA arms")
     p.add_argument("--json", default=None, help="also write the results here")
+    p.add_argument("--model_dir", default=None, help="a local checkpoint instead of SmolLM2 (tests of the plumbing)")
     a = p.parse_args()
     if a.batch % a.group:
         p.error(f"--group {a.group} must divide --batch {a.batch}")
@@ -196,8 +226,11 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    model_dir = str(smollm2_135m_instruct())
-    print(f"model: SmolLM2-135M-Instruct ({model_dir}); data: {a.data_dir}; settings: {vars(a)}", flush=True)
+    model_dir = a.model_dir or str(smollm2_135m_instruct())
+    print(
+        f"model: {'SmolLM2-135M-Instruct' if a.model_dir is None else 'local'} ({model_dir}); data: {a.data_dir}; settings: {vars(a)}",
+        flush=True,
+    )
     results = {"settings": vars(a)}
     start = time.perf_counter()
     for part in a.parts.split(","):

@@ -110,12 +110,12 @@ def rewards(format_weight: float) -> list:
     return [make_math_reward(strict=True), AnswerFormatReward(format_weight)]
 
 
-def evaluator(trainer, held_out, cfg_rewards, max_new_tokens: int, eval_steps: int):
+def evaluator(trainer, held_out, cfg_rewards, max_new_tokens: int, eval_steps: int, batch_size: int = 25):
     """Greedy held-out accuracy (`eval/accuracy`) and format rate (`eval/rewards/answer_format_reward/mean`)."""
     from trl_ppo_plus.callbacks import VerifiableEvalCallback
 
     return VerifiableEvalCallback(
-        held_out, reward_funcs=cfg_rewards, eval_steps=eval_steps, max_new_tokens=max_new_tokens, batch_size=25
+        held_out, reward_funcs=cfg_rewards, eval_steps=eval_steps, max_new_tokens=max_new_tokens, batch_size=batch_size
     ).bind(trainer)
 
 

