@@ -233,7 +233,7 @@ def _set_trainable(model) -> None:
 
 
 def attach_critic(model, critic: nn.Module) -> nn.Module:
-    from trl_ppo_plus.trainer import CRITIC_ATTR
+    from trl_ppo_plus.checkpointing import CRITIC_ATTR
 
     device = next(p.device for p in model.parameters())
     model.add_module(CRITIC_ATTR, critic.to(device))
@@ -360,7 +360,7 @@ def save_policy_and_value(model, output_dir, critic: nn.Module | None = None, pr
     adapters (`output_dir/policy/`, `output_dir/value/` …) are removed: the root holds the policy."""
     import shutil
 
-    from trl_ppo_plus.trainer import CRITIC_ATTR, VALUE_MODEL_DIR
+    from trl_ppo_plus.checkpointing import CRITIC_ATTR, VALUE_MODEL_DIR
 
     critic = critic if critic is not None else getattr(model, CRITIC_ATTR)
     save_adapter(model, POLICY_ADAPTER, output_dir)
@@ -378,7 +378,7 @@ def save_policy_and_value(model, output_dir, critic: nn.Module | None = None, pr
 
 def load_policy_and_value_weights(model, checkpoint) -> None:
     """Resume: the policy adapter, the value adapter and the head from a checkpoint, into `model` in place."""
-    from trl_ppo_plus.trainer import CRITIC_ATTR, VALUE_MODEL_DIR
+    from trl_ppo_plus.checkpointing import CRITIC_ATTR, VALUE_MODEL_DIR
 
     load_adapter_weights(model, POLICY_ADAPTER, checkpoint)
     critic = getattr(model, CRITIC_ATTR)
@@ -404,7 +404,7 @@ def load_trained_policy_and_value(
     `load_policy_and_value` returns, to continue training (`is_trainable=True`) or for inference (frozen, eval)."""
     from peft import PeftModel
 
-    from trl_ppo_plus.trainer import VALUE_MODEL_DIR
+    from trl_ppo_plus.checkpointing import VALUE_MODEL_DIR
 
     with open(os.path.join(output_dir, ADAPTER_CONFIG)) as f:
         base_path = base_model_name_or_path or json.load(f)["base_model_name_or_path"]
