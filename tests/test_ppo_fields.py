@@ -23,8 +23,12 @@ def _trainer(model, tmp_path, **overrides):
 
 
 def _rollout(trainer, seed=0):
-    """One training rollout on PROMPTS, with the sampling seed fixed so two calls draw the same completions."""
+    """One training rollout on PROMPTS, with the sampling seed fixed so two calls draw the same completions.
+
+    Built whole, by the slow path: the fast path would leave its log-probs, values and advantages to the loss forward
+    (tests/test_fast_path.py checks that both paths train alike)."""
     trainer.model.train()
+    trainer._fast_path = False
     torch.manual_seed(seed)
     return trainer._generate_and_score_completions([{"prompt": p} for p in PROMPTS])
 

@@ -38,6 +38,20 @@ def _capture_rollouts(trainer) -> list[dict]:
     return batches
 
 
+def _capture_trained_batches(trainer) -> list[dict]:
+    """Record (a copy of) every micro-batch after its loss: with the rewards, advantages and rollout log-probs that
+    the rollout's forwards (or, on the fast path, this loss forward) filled in."""
+    batches, compute_loss = [], trainer._compute_loss
+
+    def recording(model, inputs):
+        loss = compute_loss(model, inputs)
+        batches.append({k: v.detach().clone() for k, v in inputs.items()})
+        return loss
+
+    trainer._compute_loss = recording
+    return batches
+
+
 def _params(trainer):
     return {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
 
@@ -91,7 +105,7 @@ def test_rollout_func_env_mask_gaps_are_skipped_by_gae(tiny_model_path, tmp_path
         train_dataset=prompts_dataset(8),
         rollout_func=rollout_func,
     )
-    batches = _capture_rollouts(trainer)
+    batches = _capture_trained_batches(trainer)  # one micro-batch: the whole rollout
     trainer.train()
     batch = batches[0]
     torch.testing.assert_close(batch["loss_mask"], torch.tensor([[1.0, 0, 0, 1, 1]]).expand(8, 5))
@@ -119,7 +133,7 @@ def test_kl_for_the_controller_averages_rows_that_carry_a_loss(tiny_model_path, 
         max_steps=2,  # the second rollout has KL > 0
         learning_rate=3e-2,
     )
-    batches = _capture_rollouts(trainer)
+    batches = _capture_trained_batches(trainer)  # one micro-batch per rollout
     seen, update = [], trainer.kl_ctl.update
     trainer.kl_ctl.update = lambda kl, n: seen.append(kl) or update(kl, n)
     trainer.train()
@@ -149,6 +163,7 @@ def test_first_minibatch_ratio_is_one_with_attention_dropout_in_the_config(tiny_
     config = json.loads((model_dir / "config.json").read_text())
     (model_dir / "config.json").write_text(json.dumps({**config, "attention_dropout": 0.5}))
     trainer = _trainer(str(model_dir), tmp_path / "out", max_steps=1)
+    trainer._fast_path = False  # separate rollout and loss forwards: dropout left on would make the ratio differ
     trainer.train()
     assert logged(trainer, "policy/approxkl_avg") == [0.0]
     assert logged(trainer, "val/ratio") == [1.0]

@@ -8,6 +8,8 @@ inherited from `trl.GRPOTrainer`. This class overrides a small, named set of its
   `_calculate_rewards`, then compute policy / reference log-probs and values, the per-token rewards
   (−β·KL + score on the last token), GAE advantages and returns, whitening, and the KL-controller update.
 - `_compute_loss`: the clipped policy loss + vf_coef × clipped value loss (− entropy bonus, + β·KL in loss mode).
+  When one optimizer step consumes the rollout, its forward also supplies the rollout's log-probs and values, and
+  the rollout's steps after scoring run there instead (`fast_path.py`: two no-grad forwards fewer per rollout).
 - `_prepare_inputs`: reshuffles the rollout's mini-batches at the start of every PPO epoch after the first.
 - `training_step`: skips an update with no token to train on, and the rest of an update after a
   `target_kl_early_stop` trigger (the step that tripped it included).
@@ -42,7 +44,7 @@ from trl.trainer.utils import (
     use_adapter,
 )
 
-from trl_ppo_plus import ppo_math
+from trl_ppo_plus import fast_path, ppo_math
 from trl_ppo_plus.checkpointing import (  # noqa: F401 - re-exported: the names' old home
     CRITIC_ATTR,
     KL_CONTROLLER_FILE,
@@ -224,8 +226,9 @@ class PPOTrainer(PPOCheckpointing, GRPOTrainer):
             disable_all_dropout(self._policy)  # critic included: the ratio is exactly 1 at the first mini-batch
         else:
             warnings.warn(
-                "PPOConfig(disable_dropout=False): dropout stays on, so the rollout's log-probs and the loss's differ "
-                "and the PPO ratio is not 1 at the first mini-batch (clipping and approxkl see dropout noise).",
+                "PPOConfig(disable_dropout=False): dropout stays on, so log-probs and values are noisy, and with "
+                "num_ppo_epochs > 1 or num_mini_batches > 1 the rollout's log-probs and the loss's differ: the PPO "
+                "ratio is not 1 at the first mini-batch (clipping and approxkl see dropout noise).",
                 stacklevel=2,
             )
         self._setup_reference(ref_model)
@@ -244,6 +247,8 @@ class PPOTrainer(PPOCheckpointing, GRPOTrainer):
         self._rollout_kl_coef = self.kl_ctl.value  # β of the rollout being trained on
         self._update_stopped_early = False
         self._rollout_is_empty = False  # no token of the rollout carries a loss: its update is skipped
+        self._fast_path = fast_path.applies(args)  # the loss forward completes the rollout (`fast_path`)
+        self._fast_rollout_stats: list[dict] = []  # its micro-batches' rollout tensors, until the last one
         self._episodes = 0
         self.score_normalizer = ScoreNormalizer(args.reward_normalization)
         self._train_rollouts = 0  # rollouts generated in training so far (critic warmup counts them)
@@ -394,7 +399,7 @@ class PPOTrainer(PPOCheckpointing, GRPOTrainer):
     def _reference_logps(self, input_ids, attention_mask, logits_to_keep, batch_size):
         if self.ref_model is not None:
             model, ctx = self.ref_model, contextlib.nullcontext()
-        elif is_peft_model(self._policy):
+        elif is_peft_model(self._policy) and self._needs_reference():  # at a fixed β = 0, no KL: no forward (GRPO)
             model, ctx = self.model, use_adapter(self._policy, adapter_name=self._ref_adapter)
         else:
             return None
@@ -406,7 +411,9 @@ class PPOTrainer(PPOCheckpointing, GRPOTrainer):
 
     # ------------------------------------------------------------------ rollout
     def _generate_and_score_completions(self, inputs):
-        """One PPO rollout (issue #3, steps 1–7), returning the tensors `_compute_loss` trains on."""
+        """One PPO rollout (issue #3, steps 1–7), returning the tensors `_compute_loss` trains on.
+
+        On the fast path (`trl_ppo_plus.fast_path`) it returns after scoring: the loss forward completes it."""
         from trl_ppo_plus.rollout import pad_rollout, score_and_log
 
         device = self.accelerator.device
@@ -426,20 +433,6 @@ class PPOTrainer(PPOCheckpointing, GRPOTrainer):
             env_mask = pad([torch.tensor(m, dtype=torch.long) for m in tool_mask_list], 1)
             loss_mask = loss_mask * env_mask.to(device).float()
 
-        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (B, P+C)
-        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # (B, P+C)
-        logits_to_keep = completion_ids.size(1)
-        forward_bs = self.args.local_rollout_forward_batch_size or (
-            self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
-        )
-        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
-            old_logps, entropies, values = self._policy_logps_and_values(
-                self.model, input_ids, attention_mask, logits_to_keep, forward_bs, entropy=True
-            )
-            ref_logps = self._reference_logps(input_ids, attention_mask, logits_to_keep, forward_bs)
-        if ref_logps is None:
-            ref_logps = old_logps
-
         for i, example in enumerate(inputs):  # fields returned by a rollout_func reach the reward functions
             for key, value in extra.items():
                 example[key] = value[i] if isinstance(value, list) else value
@@ -451,35 +444,62 @@ class PPOTrainer(PPOCheckpointing, GRPOTrainer):
         if self.args.missing_eos_penalty is not None:
             scores = scores - self.args.missing_eos_penalty * (~ended).float()  # TRL's missing_eos_penalty
         loss_mask = loss_mask * scorable.unsqueeze(1).float()  # completions no reward function scored: no signal
-
-        beta = self.kl_ctl.value  # the β of this rollout: rewards use the controller's value at rollout time
-        kl = ppo_math.kl_estimate(old_logps, ref_logps, self.args.kl_estimator) * loss_mask  # (B, C)
-        rl_scores = self._normalize_scores(mode, scores, scorable)
-        rewards, non_score_reward, advantages, returns = self._advantages_and_returns(
-            rl_scores, kl, values, loss_mask, beta
-        )
-        explained = ppo_math.explained_variance(values, returns, loss_mask)  # critic health, as veRL / CleanRL
-        self._metrics[mode]["val/explained_variance"].append(self.accelerator.gather(explained).nanmean().item())
-
-        self._log_rollout(mode, beta, scores, kl, non_score_reward, entropies, loss_mask, ended)
-        if mode == "train":
-            self._rollout_kl_coef = beta
-            self._update_stopped_early = False  # `_log_rollout` set `_rollout_is_empty`
-            self._train_rollouts += 1
         batch = {
             "prompt_ids": prompt_ids,
             "prompt_mask": prompt_mask,
             "completion_ids": completion_ids,
             "completion_mask": completion_mask,
             "loss_mask": loss_mask,
-            "old_per_token_logps": old_logps,
-            "ref_per_token_logps": ref_logps,
-            "old_values": values,
-            "rewards": rewards,
-            "advantages": advantages,
+            "scores": scores,  # (B,) the three per-row entries leave the batch when its tokens are scored
+            "rl_scores": self._normalize_scores(mode, scores, scorable),
+            "ended": ended,
+        }
+        if mode == "train":
+            self._rollout_kl_coef = (
+                self.kl_ctl.value
+            )  # the β of this rollout: its rewards use the value at rollout time
+            self._update_stopped_early = False
+            self._train_rollouts += 1
+            if self._fast_path and self.accelerator.gather(loss_mask.any(dim=1).sum().view(1)).sum() > 0:
+                self._rollout_is_empty = False
+                return batch  # `fast_path.complete_rollout` finishes it from the loss forward
+
+        input_ids = torch.cat([prompt_ids, completion_ids], dim=1)  # (B, P+C)
+        attention_mask = torch.cat([prompt_mask, completion_mask], dim=1)  # (B, P+C)
+        logits_to_keep = completion_ids.size(1)
+        forward_bs = self.args.local_rollout_forward_batch_size or (
+            self.args.per_device_train_batch_size if mode == "train" else self.args.per_device_eval_batch_size
+        )
+        with torch.no_grad(), disable_gradient_checkpointing(self.model, self.args.gradient_checkpointing_kwargs):
+            old_logps, entropies, values = self._policy_logps_and_values(
+                self.model, input_ids, attention_mask, logits_to_keep, forward_bs, entropy=True
+            )
+            ref_logps = self._reference_logps(input_ids, attention_mask, logits_to_keep, forward_bs)
+        beta = self.kl_ctl.value
+        self._log_rollout(mode, beta, **self._score_tokens(mode, batch, old_logps, entropies, values, ref_logps, beta))
+        return batch
+
+    def _score_tokens(self, mode, batch, old_logps, entropies, values, ref_logps, beta) -> dict:
+        """Steps 4–6 on `batch` (a rollout, or one micro-batch of it on the fast path), in place: the KL, per-token
+        rewards, GAE advantages and returns. Returns the tensors the rollout's metrics are computed from."""
+        loss_mask = batch["loss_mask"]
+        ref_logps = old_logps if ref_logps is None else ref_logps
+        kl = ppo_math.kl_estimate(old_logps, ref_logps, self.args.kl_estimator) * loss_mask  # (B, C)
+        rewards, non_score_reward, advantages, returns = self._advantages_and_returns(
+            batch.pop("rl_scores"), kl, values, loss_mask, beta
+        )
+        batch.update(old_per_token_logps=old_logps, ref_per_token_logps=ref_logps, old_values=values)
+        batch.update(rewards=rewards, advantages=advantages, returns=returns)
+        return {
+            "scores": batch.pop("scores"),
+            "kl": kl,
+            "non_score_reward": non_score_reward,
+            "entropies": entropies,
+            "mask": loss_mask,
+            "ended": batch.pop("ended"),
+            "values": values,
             "returns": returns,
         }
-        return batch
 
     def _check_context_length(self, prompt_length: int, completion_length: int) -> None:
         """A prompt that does not fit the model's context with its completion: a clear error, not silent garbage."""
@@ -530,11 +550,14 @@ class PPOTrainer(PPOCheckpointing, GRPOTrainer):
         """The first `critic_warmup_rollouts` training rollouts update the critic only (OpenRLHF, veRL)."""
         return mode == "train" and self._train_rollouts <= self.args.critic_warmup_rollouts
 
-    def _log_rollout(self, mode, beta, scores, kl, non_score_reward, entropies, mask, ended) -> None:
-        """Rollout metrics. KL, entropy, scores and non-score reward are averaged over the rows that carry a loss:
-        unscored or masked (truncated) rows have KL 0 by construction and would dilute what the controller sees, and
-        one set of rows keeps `objective/rlhf_reward` = `objective/scores` + `objective/non_score_reward`."""
+    def _log_rollout(self, mode, beta, scores, kl, non_score_reward, entropies, mask, ended, values, returns) -> None:
+        """Rollout metrics, and the KL controller's update. KL, entropy, scores and non-score reward are averaged over
+        the rows that carry a loss: unscored or masked (truncated) rows have KL 0 by construction and would dilute
+        what the controller sees, and one set of rows keeps `objective/rlhf_reward` = `objective/scores` +
+        `objective/non_score_reward`."""
         gather = self.accelerator.gather
+        explained = ppo_math.explained_variance(values, returns, mask)  # critic health, as veRL / CleanRL
+        self._metrics[mode]["val/explained_variance"].append(gather(explained).nanmean().item())
         rows = mask.any(dim=1).float()  # (B,) rows with at least one token in the loss
         per_row = torch.stack([kl.sum(1), (entropies * mask).sum(1), non_score_reward.sum(1), scores])  # (4, B)
         totals = gather(torch.cat([(per_row * rows).sum(1), rows.sum().view(1)]).unsqueeze(0)).sum(0)  # sum ranks
@@ -606,9 +629,14 @@ class PPOTrainer(PPOCheckpointing, GRPOTrainer):
         mask = inputs["loss_mask"]
         warmup = self._in_critic_warmup(mode)  # the value loss alone, and it must not move a shared trunk either
 
+        completes_rollout = "advantages" not in inputs  # the fast path: this forward is also the rollout's
+        if completes_rollout:  # the reference first: nothing may change the model between this forward and backward
+            ref_logps = fast_path.reference_logps(self, input_ids, attention_mask, logits_to_keep)
         logps, entropies, values = self._policy_logps_and_values(
             model, input_ids, attention_mask, logits_to_keep, None, entropy=True, detach_trunk=warmup
         )
+        if completes_rollout:
+            fast_path.complete_rollout(self, inputs, logps, entropies, values, ref_logps)
         pg_loss, pg_info = ppo_math.policy_loss(
             logps,
             inputs["old_per_token_logps"],
