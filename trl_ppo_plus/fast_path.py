@@ -57,9 +57,7 @@ def complete_rollout(trainer, inputs: dict, logps, entropies, values, ref_logps)
     """Fill in one micro-batch of a fast-path rollout from its loss forward's outputs `(B, C)`, in place; log the
     rollout's metrics and update the KL controller after its last micro-batch."""
     beta = trainer._rollout_kl_coef
-    stats = trainer._score_tokens(
-        "train", inputs, logps.detach(), entropies.detach(), values.detach(), ref_logps, beta
-    )
+    stats = trainer._score_tokens(inputs, logps.detach(), entropies.detach(), values.detach(), ref_logps, beta)
     trainer._fast_rollout_stats.append(stats)
     if len(trainer._fast_rollout_stats) == trainer.args.steps_per_generation:  # the rollout's last micro-batch
         parts, trainer._fast_rollout_stats = trainer._fast_rollout_stats, []

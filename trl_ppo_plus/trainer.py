@@ -455,9 +455,7 @@ class PPOTrainer(PPOCheckpointing, GRPOTrainer):
             "ended": ended,
         }
         if mode == "train":
-            self._rollout_kl_coef = (
-                self.kl_ctl.value
-            )  # the β of this rollout: its rewards use the value at rollout time
+            self._rollout_kl_coef = self.kl_ctl.value  # this rollout's β: the controller's value at rollout time
             self._update_stopped_early = False
             self._train_rollouts += 1
             if self._fast_path and self.accelerator.gather(loss_mask.any(dim=1).sum().view(1)).sum() > 0:
@@ -475,11 +473,11 @@ class PPOTrainer(PPOCheckpointing, GRPOTrainer):
                 self.model, input_ids, attention_mask, logits_to_keep, forward_bs, entropy=True
             )
             ref_logps = self._reference_logps(input_ids, attention_mask, logits_to_keep, forward_bs)
-        beta = self.kl_ctl.value
-        self._log_rollout(mode, beta, **self._score_tokens(mode, batch, old_logps, entropies, values, ref_logps, beta))
+        beta = self.kl_ctl.value  # not updated yet: `_log_rollout` updates it
+        self._log_rollout(mode, beta, **self._score_tokens(batch, old_logps, entropies, values, ref_logps, beta))
         return batch
 
-    def _score_tokens(self, mode, batch, old_logps, entropies, values, ref_logps, beta) -> dict:
+    def _score_tokens(self, batch, old_logps, entropies, values, ref_logps, beta) -> dict:
         """Steps 4–6 on `batch` (a rollout, or one micro-batch of it on the fast path), in place: the KL, per-token
         rewards, GAE advantages and returns. Returns the tensors the rollout's metrics are computed from."""
         loss_mask = batch["loss_mask"]
