@@ -41,15 +41,17 @@ Usage:
     .venv/bin/python benchmarks/step_time.py --profile
     .venv/bin/python benchmarks/step_time.py --hidden 512 --layers 8 --batch 32 --length 64 --repeats 5
 
-Measured (2 shared CPU cores, load average 4-5 from other work, defaults + `--profile`, ~2.5 min; three runs):
-    PPO / GRPO beta=0           1.340x, 1.344x, 1.300x  (at the 1.3x line: PPO does 2 extra no-grad forwards)
-    PPO / GRPO beta=0.04        1.116x, 1.186x, 1.136x  (meets: 1 extra forward, the rollout policy+values pass)
-    PPO kl_coef=0 / GRPO beta=0 1.138x, 1.161x, 1.156x  (meets: the same 1 extra forward)
-    profile, s/step (PPO | GRPO beta=0): generate .385 | .369; rollout policy+values fwd .132 | 0; reference fwd
-    .129 | 0; loss fwd .141 | .135; backward .375 | .373; optimizer etc. .012 | .012. Generation, loss and backward
-    cost the same; the whole gap is the rollout forwards, each ≈ one loss forward (≈ 15% of a GRPO step).
-    Larger (`--hidden 512 --layers 8 --heads 8 --length 64 --steps 4 --repeats 2`, 6 min, noisier): per-repeat
-    ratios 1.36/1.31 (beta=0), 1.16/1.19 (beta=0.04), 1.28/1.22 (kl_coef=0).
+Measured with the fast path (2026-11-30, 2 shared CPU cores, load average 4-8 from other jobs, defaults; two
+    runs, the first with `--profile`):
+    PPO / GRPO beta=0           1.182x, 1.127x  (at the 1.15x line: PPO's reference forward, which GRPO beta=0 skips)
+    PPO / GRPO beta=0.04        1.000x, 0.982x  (meets: the same forwards as GRPO)
+    PPO kl_coef=0 / GRPO beta=0 1.039x, 0.990x  (meets: the same forwards as GRPO)
+    profile, s/step (PPO | GRPO beta=0): generate .618 | .567; reference fwd in the loss .197 | 0; loss fwd .199 |
+    .203; backward .553 | .560; optimizer etc. .019 | .018.
+    Before the fast path (same day, load 3-8, `--profile`): 1.304x, 1.179x, 1.165x; the rollout's policy+values
+    and reference forwards took .266 s and .255 s of a 2.4 s PPO step. Earlier runs: 1.30-1.34x, 1.12-1.19x,
+    1.14-1.16x; larger (`--hidden 512 --layers 8 --heads 8 --length 64 --steps 4 --repeats 2`, noisier):
+    per-repeat ratios 1.36/1.31 (beta=0), 1.16/1.19 (beta=0.04), 1.28/1.22 (kl_coef=0).
 """
 
 from __future__ import annotations
