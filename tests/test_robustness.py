@@ -11,8 +11,8 @@ from ppo_helpers import DigitReward, fast_args, logged, prompts_dataset
 from transformers import AutoTokenizer, TrainerCallback
 
 from trl_ppo_plus import PPOTrainer, ppo_math
-from trl_ppo_plus.rollout import pad_rollout
 from trl_ppo_plus.checkpointing import KL_CONTROLLER_FILE, VALUE_MODEL_DIR
+from trl_ppo_plus.rollout import pad_rollout
 from trl_ppo_plus.value import SeparateCritic
 
 
