@@ -28,7 +28,9 @@ rows of all of them, and reward normalisation already runs at generation time. T
 - a rollout in which no token carries a loss, on any process: its update is skipped without loss forwards;
 - evaluation rollouts.
 
-`tests/test_fast_path.py` checks that both paths give the same parameters, metrics and controller state.
+With dropout left on (`disable_dropout=False`), the fast path's ratio is exactly 1, where the slow path's would
+carry two dropout masks. `tests/test_fast_path.py` checks that both paths give the same parameters, metrics and
+controller state.
 """
 
 from __future__ import annotations
