@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from ppo_helpers import DigitReward, fast_args, prompts_dataset
+from ppo_helpers import DigitReward, fast_args, logged, prompts_dataset
 from transformers import AutoModelForSequenceClassification
 
 from trl_ppo_plus import PPOConfig, PPOTrainer, fast_path
@@ -155,3 +155,20 @@ def test_fast_path_condition():
     assert not applies(gradient_accumulation_steps=2, whiten_advantages=True)  # needs every micro-batch first
     assert not applies(gradient_accumulation_steps=2, whiten_rewards=True)
     assert not applies(target_kl_early_stop=0.02)
+
+
+def test_no_reference_forward_at_a_fixed_beta_of_zero_under_peft(tiny_model_path, tmp_path):
+    # As GRPO at beta=0: no KL to compute, so no forward with the adapters disabled (the loss forward is the only one).
+    from peft import LoraConfig
+
+    trainer = PPOTrainer(
+        model=tiny_model_path,
+        reward_funcs=DigitReward(tiny_model_path),
+        args=fast_args(tmp_path, max_steps=1, kl_coef=0.0, learning_rate=1e-2),
+        train_dataset=prompts_dataset(8),
+        peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]),
+    )
+    rows = _rows_through(trainer, _backbone(trainer._policy))
+    trainer.train()
+    assert sum(rows) == 8  # one forward over the rollout's 8 rows: the loss's
+    assert logged(trainer, "objective/kl") == [0.0]
