@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 from ppo_helpers import DigitReward, fast_args, logged, prompts_dataset
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoModelForSequenceClassification, TrainerCallback
 
 from trl_ppo_plus import PPOConfig, PPOTrainer, fast_path
 from trl_ppo_plus.value import _backbone
@@ -172,3 +172,31 @@ def test_no_reference_forward_at_a_fixed_beta_of_zero_under_peft(tiny_model_path
     trainer.train()
     assert sum(rows) == 8  # one forward over the rollout's 8 rows: the loss's
     assert logged(trainer, "objective/kl") == [0.0]
+
+
+class _InterruptInSecondRollout(TrainerCallback):
+    """Stops training (as Ctrl-C would) after the first micro-batch of the second rollout, once."""
+
+    armed = True
+
+    def on_substep_end(self, args, state, control, **kwargs):
+        if self.armed and state.global_step == 1:
+            self.armed = False
+            raise KeyboardInterrupt
+
+
+def test_resuming_after_an_interrupted_rollout_logs_the_rollouts_own_metrics(tiny_model_path, tmp_path):
+    # A rollout cut short leaves its first micro-batch's tensors behind; the resumed run's rollouts must not count
+    # them (they would log, and steer β with, a mix of two rollouts, one micro-batch early).
+    overrides = dict(kl_target=1.0, per_device_train_batch_size=4, gradient_accumulation_steps=2)
+    overrides.update(save_strategy="steps", save_steps=1)
+    full = _trainer(tiny_model_path, tmp_path / "full", **overrides)
+    full.train()
+    trainer = _trainer(tiny_model_path, tmp_path / "interrupted", **overrides)
+    trainer.add_callback(_InterruptInSecondRollout())
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    trainer.train(resume_from_checkpoint=str(tmp_path / "interrupted" / "checkpoint-1"))
+    assert logged(trainer, "objective/kl") == pytest.approx(logged(full, "objective/kl"), rel=1e-5)
+    assert logged(full, "objective/kl")[1] > 0  # the second rollout has a KL to get wrong
+    assert trainer.kl_ctl.value == pytest.approx(full.kl_ctl.value, rel=1e-6)

@@ -457,6 +457,7 @@ class PPOTrainer(PPOCheckpointing, GRPOTrainer):
         if mode == "train":
             self._rollout_kl_coef = self.kl_ctl.value  # this rollout's β: the controller's value at rollout time
             self._update_stopped_early = False
+            self._fast_rollout_stats = []  # none left over from a rollout cut short (interrupted, then resumed)
             self._train_rollouts += 1
             if self._fast_path and self.accelerator.gather(loss_mask.any(dim=1).sum().view(1)).sum() > 0:
                 self._rollout_is_empty = False
