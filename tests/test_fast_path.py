@@ -200,3 +200,5 @@ def test_resuming_after_an_interrupted_rollout_logs_the_rollouts_own_metrics(tin
     assert logged(trainer, "objective/kl") == pytest.approx(logged(full, "objective/kl"), rel=1e-5)
     assert logged(full, "objective/kl")[1] > 0  # the second rollout has a KL to get wrong
     assert trainer.kl_ctl.value == pytest.approx(full.kl_ctl.value, rel=1e-6)
+    for name, param in trainer.model.named_parameters():  # and the resumed run trains as the uninterrupted one
+        torch.testing.assert_close(param, full.model.get_parameter(name), rtol=1e-5, atol=1e-6, msg=name)
