@@ -23,12 +23,12 @@ def checksum(module) -> str:
     return digest.hexdigest()
 
 
-def main(model_path: str, output_dir: str) -> None:
+def main(model_path: str, output_dir: str, num_ppo_epochs: int) -> None:
     args = fast_args(
         output_dir,
         per_device_train_batch_size=4,
         max_steps=4,
-        num_ppo_epochs=2,
+        num_ppo_epochs=num_ppo_epochs,  # 1: the fast path (`trl_ppo_plus.fast_path`)
         kl_controller="adaptive",
         kl_target=1e-3,
         kl_horizon=50,
@@ -52,10 +52,11 @@ def main(model_path: str, output_dir: str) -> None:
         "weights": checksum(policy),
         "initial_weights": before,
         "steps": trainer.state.global_step,
+        "fast_path": trainer._fast_path,
     }
     with open(f"{output_dir}/rank{rank}.json", "w") as f:
         json.dump(result, f)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 2)

@@ -10,7 +10,8 @@ import pytest
 
 
 @pytest.mark.slow
-def test_two_processes_agree_on_beta_and_weights(tiny_model_path, tmp_path):
+@pytest.mark.parametrize("num_ppo_epochs", [2, 1], ids=["two epochs", "fast path"])
+def test_two_processes_agree_on_beta_and_weights(tiny_model_path, tmp_path, num_ppo_epochs):
     here = Path(__file__).parent
     env = {
         **os.environ,
@@ -34,11 +35,13 @@ def test_two_processes_agree_on_beta_and_weights(tiny_model_path, tmp_path):
         str(here / "distributed_ppo.py"),
         tiny_model_path,
         str(tmp_path),
+        str(num_ppo_epochs),
     ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert [r["world"] for r in ranks] == [2, 2]
+    assert [r["fast_path"] for r in ranks] == [num_ppo_epochs == 1] * 2  # the loss forward completes rollouts
     assert ranks[0]["steps"] == ranks[1]["steps"] == 4
     assert ranks[0]["beta"] == ranks[1]["beta"] and ranks[0]["state"] == ranks[1]["state"]
     assert ranks[0]["beta"] != 0.05, "β never moved: the controller did not run"
