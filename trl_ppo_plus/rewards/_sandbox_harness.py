@@ -162,10 +162,13 @@ def names_used(*codes):
     return frozenset(names)
 
 
+_PRELOADED = frozenset(PRELOAD)
+
+
 def modules_used(names):
     """Preloaded modules among `names`: only these are restored before tests (restoring all costs a page fault per
     touched object in every forked runner)."""
-    return names & frozenset(PRELOAD)
+    return names & _PRELOADED
 
 
 def _finish_hook(token, frame):
@@ -271,7 +274,7 @@ def _run_asserts(program, setup_code, tests, strict, mods, real_mods, bsnap, thr
     # defined (MBPP's `def sum(a, b)` tested by `assert sum(1, 2) == 3`). Next to a function under test it is a
     # forgery (`def sorted(x): return [2]` against `assert sorted(solve(1)) == [2]`) and the real builtin is used.
     # Only exact-str keys: no user __hash__/__eq__ runs here.
-    bdict, mdict, ns = _dict(bsnap), _dict(real_mods), {}
+    (mod_names, real_mods), bdict, ns = real_mods, _dict(bsnap), {}
     shadows_ok = 1
     for k in g:
         if _type(k) is _str and k in used and k not in bdict and k[:2] != "__":
@@ -279,7 +282,11 @@ def _run_asserts(program, setup_code, tests, strict, mods, real_mods, bsnap, thr
     for k, v in g.items():
         if _type(k) is not _str or (k in bdict and k[:2] != "__" and not (shadows_ok and k in used)):
             continue
-        ns[k] = mdict[k] if k in mdict and _type(v) is not _fn else v
+        if k in mod_names and _type(v) is not _fn:
+            for name, mod in real_mods:
+                if name == k:
+                    v = mod
+        ns[k] = v
     ns["__builtins__"] = bdict
     ns["__h_plain__"] = _plain
     try:
@@ -356,17 +363,27 @@ def _run_stdio(program, inputs, out_cap, _exec=exec, _compile=compile, _type=typ
     return "ok", detail, verdicts, memory, outputs
 
 
-def snapshot():
-    """Taken in the zygote after `preload`: the preloaded modules' bindings, the builtins, the thread count, and
-    our own stdout/stderr. Every runner starts from exactly this state, so it is computed once."""
+def snapshot(network_block, proc_visible):
+    """Taken in the zygote after `preload`: the preloaded modules' bindings, the builtins, the thread count, our own
+    stdout/stderr, and the policy audit hook (it holds no secret). Every runner starts from exactly this state, so it
+    is computed once; it holds only immutable containers, so a program that reaches it cannot change it.
+
+    The builtins' names are fresh copies of the interned ones, allocated side by side: building a runner's builtins
+    dict writes each key's refcount, and the interned strings lie scattered over some 60 pages, each a copy-on-write
+    page fault in every runner."""
     mods = tuple((n, sys.modules[n], vars(sys.modules[n]), tuple(vars(sys.modules[n]).items()))
                  for n in PRELOAD if n in sys.modules)  # fmt: skip
-    return mods, tuple(vars(builtins).items()), _thread._count(), (sys.stdout, sys.stderr)
+    names = [(k + ".")[:-1] for k in vars(builtins)]  # equal, not identical: dict lookups compare by value
+    bsnap = tuple(zip(names, vars(builtins).values()))
+    real_mods = (frozenset(m[0] for m in mods), tuple((m[0], m[1]) for m in mods))
+    policy = _policy_hook(network_block, proc_visible)
+    return mods, bsnap, _thread._count(), (sys.stdout, sys.stderr), real_mods, policy
 
 
-def run(job, compiled, snap, network_block, proc_visible, _exit=os._exit, _dumps=marshal.dumps, _audit=sys.audit):
+def run(job, compiled, snap, _exit=os._exit, _dumps=marshal.dumps, _audit=sys.audit):
     """Entry point in the runner. `compiled` = (setup code, ((test module, test function code), ...), error), built
-    by the zygote before this program existed. Locks the interpreter, runs the program, reports, exits."""
+    by the zygote before this program existed; `snap` from `snapshot`. Locks the interpreter, runs the program,
+    reports, exits."""
     strict, kind = bool(job.get("strict", True)), job["kind"]
     program, out_cap = str(job["program"]), int(job["limits"]["output_bytes"])
     inputs = tuple(str(x) for x in job.get("inputs") or ())
@@ -375,11 +392,10 @@ def run(job, compiled, snap, network_block, proc_visible, _exit=os._exit, _dumps
     if broken:
         kind = "broken"
     del job
-    mods, bsnap, threads0, streams = snap
-    real_mods = tuple((m[0], m[1]) for m in mods)
+    mods, bsnap, threads0, streams, real_mods, policy = snap
     mods = tuple(m for m in mods if m[0] in restore)
     sys.addaudithook(_finish_hook(os.read(4, 64), sys._getframe()))
-    sys.addaudithook(_policy_hook(network_block, proc_visible))
+    sys.addaudithook(policy)
     os.close(4)
     memory, outputs = 0, ()
     if kind == "broken":

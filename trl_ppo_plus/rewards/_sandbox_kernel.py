@@ -294,19 +294,30 @@ def _expose_prefix(top, prefixes):
     mount("none", top, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)  # nothing to write there
 
 
-def drop_capabilities():
-    """Empty every capability set of this process (and the bounding set, so nothing an exec'd program runs
-    brings them back). Used in a user namespace, where the program keeps the mapped uid 0 but must hold no power
-    over the namespace's mounts or members."""
-    import ctypes
-
+def drop_bounding_set():
+    """Empty the capability bounding set (and the ambient set), so that nothing a program execs can bring a
+    capability back. Done once in the zygote, which never execs: its own effective capabilities stay, and every
+    runner it forks inherits the empty bounding set."""
     libc = load_libc()
     cap = 0
     while libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
         cap += 1
     libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    header = struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0)
-    check(libc.capset(header, ctypes.create_string_buffer(24)))  # effective, permitted, inheritable = 0 (x2 words)
+
+
+def capset_args():
+    """Arguments of `capset(2)` that empty the effective, permitted and inheritable sets (built once, in the
+    zygote)."""
+    import ctypes
+
+    return struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0), ctypes.create_string_buffer(24)  # zero, x2 words
+
+
+def drop_capabilities(args=None):
+    """Empty every capability set of this process. Used in a user namespace, where the program keeps the mapped
+    uid 0 but must hold no power over the namespace's mounts or members. The bounding set must be empty already
+    (`drop_bounding_set`), so nothing an exec'd program runs brings them back."""
+    check(load_libc().capset(*(args or capset_args())))
 
 
 # seccomp: no AF_UNIX socket of the program's own. The network namespace hides abstract unix sockets and every
@@ -345,13 +356,19 @@ def seccomp_filter():
     return b"".join(struct.pack("=HBBI", *insn) for insn in program)
 
 
-def install_seccomp(code):
-    """Install a seccomp filter (bytes, as from `seccomp_filter`) on this process and its future children. Needs
-    `PR_SET_NO_NEW_PRIVS` (or CAP_SYS_ADMIN)."""
+def seccomp_fprog(code):
+    """(`struct sock_fprog` as bytes, the buffer it points to) for a filter from `seccomp_filter`. Built once in the
+    zygote: a runner then installs it with a single `prctl`. Keep the buffer alive as long as the bytes are used."""
     import ctypes
 
     buf = ctypes.create_string_buffer(code, len(code))
-    prog = struct.pack("@HP", len(code) // 8, ctypes.addressof(buf))  # struct sock_fprog
+    return struct.pack("@HP", len(code) // 8, ctypes.addressof(buf)), buf
+
+
+def install_seccomp(code):
+    """Install a seccomp filter (bytes, as from `seccomp_filter`) on this process and its future children. Needs
+    `PR_SET_NO_NEW_PRIVS` (or CAP_SYS_ADMIN)."""
+    prog, _buf = seccomp_fprog(code)
     check(load_libc().prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog, 0, 0))
 
 

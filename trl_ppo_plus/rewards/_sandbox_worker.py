@@ -52,6 +52,28 @@ kernel = _load("_sandbox_kernel")
 
 _SNAPSHOT = None
 _SECCOMP = kernel.seccomp_filter()
+_SECCOMP_PROG = None  # (struct sock_fprog, its buffer), built once by `_prepare_runners`
+_CAPSET = None  # capset(2) arguments that empty every capability set (user namespace only)
+RUN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}  # + HOME, TMPDIR
+WORKDIR = "/tmp/run"  # each run's working dir inside the private tmpfs (namespaces granted)
+
+
+def _prepare_runners(info):
+    """What every runner would otherwise redo: done once in the zygote, and inherited through fork. A runner then
+    only does what depends on its own run (fds, working dir, rlimits) and the privilege drop. The zygote itself never
+    execs and runs no untrusted code, so none of this weakens it."""
+    global _SECCOMP_PROG, _CAPSET
+    os.environ.clear()  # the runner's environment, scrubbed (the zygote was started with PATH and LANG only)
+    os.environ.update(RUN_ENV)
+    if info["mountns"]:
+        os.environ.update({"HOME": WORKDIR, "TMPDIR": WORKDIR})
+    signal.signal(signal.SIGINT, signal.SIG_DFL)  # SIGTERM, SIGPIPE and SIGCHLD are at their defaults already
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead of killing the runner
+    if _SECCOMP is not None:
+        _SECCOMP_PROG = kernel.seccomp_fprog(_SECCOMP)
+    if info["userns"]:
+        kernel.drop_bounding_set()  # runners drop the rest of their capabilities with one capset
+        _CAPSET = kernel.capset_args()
 
 
 def _program(job, compiled, info, workdir, fds):
@@ -59,16 +81,15 @@ def _program(job, compiled, info, workdir, fds):
     fds into place, locks itself down, hands over to the harness. Never returns."""
     try:
         os.setsid()  # own session and process group: kill(0) and killpg() reach the program's processes only
+        libc = kernel.load_libc()
         if info["netns"]:  # SysV shared memory, semaphores and message queues of its own, freed when the run ends
-            kernel.unshare(kernel.CLONE_NEWIPC)
+            kernel.check(libc.unshare(kernel.CLONE_NEWIPC))
         out_w, err_w, res_w, tok_r = fds
         high = [os.dup(fd) for fd in (out_w, err_w, res_w, tok_r)]
         null = os.open(os.devnull, os.O_RDONLY)
         for target, fd in zip((0, 1, 2, 3, 4), (null, *high)):
-            os.dup2(fd, target)
+            os.dup2(fd, target, inheritable=target < 3)  # result + token channels never reach programs it execs
         os.closerange(5, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        os.set_inheritable(3, False)  # result + token channels never reach programs the user code execs
-        os.set_inheritable(4, False)
         os.chdir(workdir)
         lim = job["limits"]
         cpu = job["cpu_seconds"]
@@ -87,11 +108,10 @@ def _program(job, compiled, info, workdir, fds):
             os.setgid(info["uid"])
             os.setuid(info["uid"])  # a uid of our own: RLIMIT_NPROC applies, host files are read-only to us
         elif info["userns"]:
-            kernel.drop_capabilities()
-        libc = kernel.load_libc()
+            kernel.drop_capabilities(_CAPSET)  # the bounding set is empty already (`_prepare_runners`)
         kernel.check(libc.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))  # setuid binaries cannot raise privileges
-        if _SECCOMP is not None:  # no connect() to the host's unix sockets, even from a program it execs
-            kernel.install_seccomp(_SECCOMP)
+        if _SECCOMP_PROG is not None:  # no connect() to the host's unix sockets, even from a program it execs
+            kernel.check(libc.prctl(kernel.PR_SET_SECCOMP, kernel.SECCOMP_MODE_FILTER, _SECCOMP_PROG[0], 0, 0))
         kernel.check(libc.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))  # supervisor gone -> we are gone
         # Not dumpable: no process of ours (the program's own children included) may ptrace or process_vm_readv us,
         # which would read the token. As root the uid change already did this; in a user namespace nothing did.
@@ -102,13 +122,9 @@ def _program(job, compiled, info, workdir, fds):
         kernel.LIBC = None
         for name in ("ctypes", "_ctypes", "ctypes._endian"):  # a fresh `import ctypes` now hits the audit hook
             sys.modules.pop(name, None)
-        os.environ.clear()
-        os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
-                           "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"})  # fmt: skip
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead of killing us
-        harness.run(job, compiled, _SNAPSHOT, network_block=not info["netns"], proc_visible=not info["mountns"])
+        if not info["mountns"]:  # the environment is the zygote's (`_prepare_runners`), but for the working dir
+            os.environ.update({"HOME": workdir, "TMPDIR": workdir})
+        harness.run(job, compiled, _SNAPSHOT)
     except BaseException:
         pass
     os._exit(70)
@@ -206,7 +222,7 @@ def _supervise(job, info):
     limits, compiled = job["limits"], _compile_tests(job)
     job["cpu_seconds"] = int(math.ceil(job["timeout"])) + 1
     if info["mountns"]:
-        workdir = "/tmp/run"  # inside our private tmpfs
+        workdir = WORKDIR  # inside our private tmpfs
         shutil.rmtree(workdir, ignore_errors=True)  # normally gone already
         os.mkdir(workdir, 0o700)
         if info["drop_uid"]:
@@ -322,9 +338,10 @@ def main(argv):
     uid = int(argv[argv.index("--uid") + 1])
     tmpfs_bytes = int(argv[argv.index("--tmpfs-bytes") + 1]) if "--tmpfs-bytes" in argv else 64 << 20
     info = kernel.setup_zygote(uid, "--no-namespaces" not in argv, tmpfs_bytes)
+    _prepare_runners(info)
     harness.preload()
     global _SNAPSHOT
-    _SNAPSHOT = harness.snapshot()  # the interpreter state every runner starts from, taken once
+    _SNAPSHOT = harness.snapshot(network_block=not info["netns"], proc_visible=not info["mountns"])
     gc.freeze()  # forked runners then share these pages instead of copying them on the first collection
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     _send(1, info)
