@@ -30,7 +30,9 @@ import ast
 import builtins
 import gc
 import io
+import itertools
 import marshal
+import operator
 import os
 import sys
 import types
@@ -251,7 +253,8 @@ def _tmpfd(_open=os.open, _flags=os.O_TMPFILE | os.O_RDWR):
 def _run_asserts(program, setup_code, tests, strict, mods, real_mods, bsnap, threads0, used, _exec=exec, _compile=compile,
                  _type=type, _fn=types.FunctionType, _count=_thread._count, _dict=dict, _tuple=tuple, _len=len,
                  _mem=MemoryError, _base=BaseException, _gc_disable=gc.disable, _plain=_h_plain, _mt=types.ModuleType,
-                 _str=str, _modules=sys.modules):  # fmt: skip
+                 _str=str, _modules=sys.modules, _any=any, _map=map, _is_not=operator.is_not,
+                 _repeat=itertools.repeat):  # fmt: skip
     """Returns (phase, detail, verdicts, memory). Locals only hold immutable values or objects we verify."""
     g = {"__name__": "solution", "__builtins__": builtins}
     try:
@@ -296,7 +299,8 @@ def _run_asserts(program, setup_code, tests, strict, mods, real_mods, bsnap, thr
     except _base as exc:
         return "setup", _describe(exc), (), 0
     ns["__h_test__"] = None  # each test rebinds it; the snapshot below must not count that as tampering
-    ns_snap, b_snap, verdicts, detail, memory = _tuple(ns.items()), _tuple(bdict.items()), (), "", 0
+    snaps = ((ns, _tuple(ns), _tuple(ns.values())), (bdict, _tuple(bdict), _tuple(bdict.values())))
+    verdicts, detail, memory = (), "", 0
     for mod_code, fn_code in tests:
         try:
             _exec(mod_code, ns)
@@ -313,11 +317,9 @@ def _run_asserts(program, setup_code, tests, strict, mods, real_mods, bsnap, thr
         if _count() > threads0:
             return "threads", "the program left threads running", verdicts, memory
         ns["__h_test__"] = None
-        for snap, d in ((ns_snap, ns), (b_snap, bdict)):  # after every test: a change cannot help a later one
-            changed = _len(d) != _len(snap)
-            for k, v in snap:
-                changed = changed or d.get(k, d) is not v
-            if changed:
+        for d, keys, values in snaps:  # after every test: a change cannot help a later one
+            # d.get(k, d) is not v, for every (k, v), in C; exact-str keys: no user __eq__ runs
+            if _len(d) != _len(keys) or _any(_map(_is_not, _map(d.get, keys, _repeat(d)), values)):
                 return "tamper", "the test namespace was modified while tests ran", verdicts, memory
     return "ok", detail, verdicts, memory
 
@@ -393,7 +395,7 @@ def run(job, compiled, snap, _exit=os._exit, _dumps=marshal.dumps, _audit=sys.au
         kind = "broken"
     del job
     mods, bsnap, threads0, streams, real_mods, policy = snap
-    mods = tuple(m for m in mods if m[0] in restore)
+    mods = tuple(m for m in mods if m[0] in restore) if restore else ()
     sys.addaudithook(_finish_hook(os.read(4, 64), sys._getframe()))
     sys.addaudithook(policy)
     os.close(4)

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import resource
-import secrets
 import select
 import shutil
 import signal
@@ -71,6 +70,9 @@ def _prepare_runners(info):
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead of killing the runner
     if _SECCOMP is not None:
         _SECCOMP_PROG = kernel.seccomp_fprog(_SECCOMP)
+    libc = kernel.load_libc()
+    for name in ("unshare", "prctl", "capset"):  # resolved once here, not in every runner
+        getattr(libc, name)
     if info["userns"]:
         kernel.drop_bounding_set()  # runners drop the rest of their capabilities with one capset
         _CAPSET = kernel.capset_args()
@@ -223,8 +225,11 @@ def _supervise(job, info):
     job["cpu_seconds"] = int(math.ceil(job["timeout"])) + 1
     if info["mountns"]:
         workdir = WORKDIR  # inside our private tmpfs
-        shutil.rmtree(workdir, ignore_errors=True)  # normally gone already
-        os.mkdir(workdir, 0o700)
+        try:
+            os.mkdir(workdir, 0o700)
+        except FileExistsError:  # normally removed after the last run
+            shutil.rmtree(workdir, ignore_errors=True)
+            os.mkdir(workdir, 0o700)
         if info["drop_uid"]:
             os.chown(workdir, info["uid"], info["uid"])
     else:
@@ -234,26 +239,26 @@ def _supervise(job, info):
         if info["drop_uid"]:
             os.chown(workdir, info["uid"], info["uid"])
     pipes = [os.pipe() for _ in range(4)]  # stdout, stderr, result, token
+    caps = {pipes[0][0]: limits["output_bytes"], pipes[1][0]: limits["output_bytes"], pipes[2][0]: 1 << 26}
+    bufs = {fd: bytearray() for fd in caps}
+    for fd in caps:
+        os.set_blocking(fd, False)
+    open_fds, timed_out, status = set(caps), False, None
     start = time.monotonic()
+    deadline = start + job["timeout"]
     # A fresh PID namespace per program: kill(-1), getppid(), killpg() and ptrace reach only its own processes, and
     # when its PID 1 (the program) dies, the kernel kills the rest.
     pid = kernel.fork_in_new_pid_namespace() if info["pidns"] else os.fork()
     if pid == 0:
         _program(job, compiled, info, workdir, (pipes[0][1], pipes[1][1], pipes[2][1], pipes[3][0]))
+    # Little work while the runner lives (each page written now is copied for us), most of it prepared above.
     for _r, w in pipes[:3]:
         os.close(w)
     os.close(pipes[3][0])
-    token = secrets.token_hex(16).encode()  # generated after the fork: it never existed in the child's memory
+    token = os.urandom(16).hex().encode()  # generated after the fork: it never existed in the child's memory
     os.write(pipes[3][1], token)
     os.close(pipes[3][1])
-
-    caps = {pipes[0][0]: limits["output_bytes"], pipes[1][0]: limits["output_bytes"], pipes[2][0]: 1 << 26}
-    bufs = {fd: bytearray() for fd in caps}
-    for fd in caps:
-        os.set_blocking(fd, False)
     pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
-    deadline = start + job["timeout"]
-    open_fds, timed_out, status = set(caps), False, None
     while status is None:
         now = time.monotonic()
         if now >= deadline:
