@@ -356,19 +356,13 @@ def seccomp_filter():
     return b"".join(struct.pack("=HBBI", *insn) for insn in program)
 
 
-def seccomp_fprog(code):
-    """(`struct sock_fprog` as bytes, the buffer it points to) for a filter from `seccomp_filter`. Built once in the
-    zygote: a runner then installs it with a single `prctl`. Keep the buffer alive as long as the bytes are used."""
-    import ctypes
-
-    buf = ctypes.create_string_buffer(code, len(code))
-    return struct.pack("@HP", len(code) // 8, ctypes.addressof(buf)), buf
-
-
 def install_seccomp(code):
     """Install a seccomp filter (bytes, as from `seccomp_filter`) on this process and its future children. Needs
     `PR_SET_NO_NEW_PRIVS` (or CAP_SYS_ADMIN)."""
-    prog, _buf = seccomp_fprog(code)
+    import ctypes
+
+    buf = ctypes.create_string_buffer(code, len(code))
+    prog = struct.pack("@HP", len(code) // 8, ctypes.addressof(buf))  # struct sock_fprog
     check(load_libc().prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog, 0, 0))
 
 

@@ -51,7 +51,6 @@ kernel = _load("_sandbox_kernel")
 
 _SNAPSHOT = None
 _SECCOMP = kernel.seccomp_filter()
-_SECCOMP_PROG = None  # (struct sock_fprog, its buffer), built once by `_prepare_runners`
 _CAPSET = None  # capset(2) arguments that empty every capability set (user namespace only)
 RUN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}  # + HOME, TMPDIR
 WORKDIR = "/tmp/run"  # each run's working dir inside the private tmpfs (namespaces granted)
@@ -60,17 +59,19 @@ WORKDIR = "/tmp/run"  # each run's working dir inside the private tmpfs (namespa
 def _prepare_runners(info):
     """What every runner would otherwise redo: done once in the zygote, and inherited through fork. A runner then
     only does what depends on its own run (fds, working dir, rlimits) and the privilege drop. The zygote itself never
-    execs and runs no untrusted code, so none of this weakens it."""
-    global _SECCOMP_PROG, _CAPSET
+    execs and runs no untrusted code, so none of this weakens it. The seccomp filter (no connect() to the host's unix
+    sockets, even from a program a runner execs) is the zygote's own from here on, so every runner starts under it."""
+    global _CAPSET
     os.environ.clear()  # the runner's environment, scrubbed (the zygote was started with PATH and LANG only)
     os.environ.update(RUN_ENV)
     if info["mountns"]:
         os.environ.update({"HOME": WORKDIR, "TMPDIR": WORKDIR})
     signal.signal(signal.SIGINT, signal.SIG_DFL)  # SIGTERM, SIGPIPE and SIGCHLD are at their defaults already
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead of killing the runner
-    if _SECCOMP is not None:
-        _SECCOMP_PROG = kernel.seccomp_fprog(_SECCOMP)
     libc = kernel.load_libc()
+    if _SECCOMP is not None:  # no AF_UNIX socket(), memfd_create, io_uring: for us and every runner we fork
+        kernel.check(libc.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))  # we never exec: nothing to lose
+        kernel.install_seccomp(_SECCOMP)  # once here: the kernel compiles each filter it is given
     for name in ("unshare", "prctl", "capset"):  # resolved once here, not in every runner
         getattr(libc, name)
     if info["userns"]:
@@ -112,8 +113,6 @@ def _program(job, compiled, info, workdir, fds):
         elif info["userns"]:
             kernel.drop_capabilities(_CAPSET)  # the bounding set is empty already (`_prepare_runners`)
         kernel.check(libc.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))  # setuid binaries cannot raise privileges
-        if _SECCOMP_PROG is not None:  # no connect() to the host's unix sockets, even from a program it execs
-            kernel.check(libc.prctl(kernel.PR_SET_SECCOMP, kernel.SECCOMP_MODE_FILTER, _SECCOMP_PROG[0], 0, 0))
         kernel.check(libc.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))  # supervisor gone -> we are gone
         # Not dumpable: no process of ours (the program's own children included) may ptrace or process_vm_readv us,
         # which would read the token. As root the uid change already did this; in a user namespace nothing did.
