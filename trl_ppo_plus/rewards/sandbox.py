@@ -242,8 +242,9 @@ class _Zygote:
                "--tmpfs-bytes", str(config.tmpfs_bytes)]  # fmt: skip
         if not config.namespaces:
             cmd.append("--no-namespaces")
+        env = {**_clean_env(), "LD_BIND_NOW": "1"}  # no lazy symbol binding in every runner (the zygote scrubs it)
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_clean_env(),
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
             close_fds=True, start_new_session=True, cwd="/",
         )  # fmt: skip
         self.info = self._recv(60.0)
@@ -390,9 +391,13 @@ class LocalSandboxProvider(CodeExecutionProvider):
         if not requests:
             return []
         workers = min(self.max_workers, len(requests))
-        # A few jobs per round trip keep each zygote busy between replies; small chunks keep the load balanced.
-        size = max(1, min(8, len(requests) // (4 * workers)))
-        chunks = [requests[i : i + size] for i in range(0, len(requests), size)]
+        # A few jobs per round trip keep each zygote busy between replies; chunks shrink towards the end of the batch
+        # (guided scheduling), so that no worker is left with a long last chunk while the others are idle.
+        chunks, start = [], 0
+        while start < len(requests):
+            size = max(1, min(8, (len(requests) - start) // (2 * workers)))
+            chunks.append(requests[start : start + size])
+            start += size
         if len(chunks) == 1:
             return self._execute_chunk(chunks[0])
         with ThreadPoolExecutor(workers) as pool:
