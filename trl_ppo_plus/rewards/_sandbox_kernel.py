@@ -36,23 +36,29 @@ PROC_FD = None  # the zygote's handle on the real /proc once its own /proc is co
 
 
 LIBC = None
+CTYPES = None  # the ctypes module, still ours once the zygote has taken it out of sys.modules
+
+
+def load_ctypes():
+    global CTYPES
+    if CTYPES is None:
+        import ctypes
+
+        CTYPES = ctypes
+    return CTYPES
 
 
 def load_libc():
     """libc through ctypes, loaded once in the zygote; runners drop every reference before the program starts."""
     global LIBC
     if LIBC is None:
-        import ctypes
-
-        LIBC = ctypes.CDLL(None, use_errno=True)
+        LIBC = load_ctypes().CDLL(None, use_errno=True)
     return LIBC
 
 
 def check(ret):
     if ret != 0:
-        import ctypes
-
-        err = ctypes.get_errno()
+        err = load_ctypes().get_errno()
         raise OSError(err, os.strerror(err))
 
 
@@ -214,8 +220,7 @@ def _prepare_mounts(hidden, tmpfs_bytes, root):
 
 def _readonly_tree(path):
     """Make every mount at and below `path` read-only in our mount namespace (one `mount_setattr` call)."""
-    import ctypes
-
+    ctypes = load_ctypes()
     attr = struct.pack("=QQQQ", MOUNT_ATTR_RDONLY, 0, 0, 0)  # struct mount_attr: attr_set, attr_clr, propagation, fd
     libc = load_libc()
     libc.syscall.restype = ctypes.c_long
@@ -308,8 +313,7 @@ def drop_bounding_set():
 def capset_args():
     """Arguments of `capset(2)` that empty the effective, permitted and inheritable sets (built once, in the
     zygote)."""
-    import ctypes
-
+    ctypes = load_ctypes()
     return struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0), ctypes.create_string_buffer(24)  # zero, x2 words
 
 
@@ -359,8 +363,7 @@ def seccomp_filter():
 def install_seccomp(code):
     """Install a seccomp filter (bytes, as from `seccomp_filter`) on this process and its future children. Needs
     `PR_SET_NO_NEW_PRIVS` (or CAP_SYS_ADMIN)."""
-    import ctypes
-
+    ctypes = load_ctypes()
     buf = ctypes.create_string_buffer(code, len(code))
     prog = struct.pack("@HP", len(code) // 8, ctypes.addressof(buf))  # struct sock_fprog
     check(load_libc().prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog, 0, 0))
@@ -376,8 +379,7 @@ LANDLOCK_SCOPE = (1 << 0) | (1 << 1)  # abstract unix sockets, signals (ABI 6)
 
 
 def _syscall(nr, *args):
-    import ctypes
-
+    ctypes = load_ctypes()
     libc = load_libc()
     libc.syscall.restype = ctypes.c_long
     return libc.syscall(ctypes.c_long(nr), *args)
@@ -385,8 +387,7 @@ def _syscall(nr, *args):
 
 def landlock_abi() -> int:
     """The Landlock ABI version the kernel offers (0: none)."""
-    import ctypes
-
+    ctypes = load_ctypes()
     return max(0, _syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint(1)))
 
 
@@ -394,8 +395,7 @@ def landlock_confine(workdir, abi):
     """Confine this process and its children: file-system writes only below `workdir` (and to /dev/null); with ABI 4
     no TCP bind/connect; with ABI 6 no signal to, and no abstract unix socket of, any process outside the domain.
     Landlock also denies ptrace (and so /proc/<pid>/mem) of processes outside the domain at every ABI."""
-    import ctypes
-
+    ctypes = load_ctypes()
     fs = LANDLOCK_WRITE | (LANDLOCK_REFER if abi >= 2 else 0) | (LANDLOCK_TRUNCATE if abi >= 3 else 0)
     attr = struct.pack("=QQQ", fs, LANDLOCK_NET_TCP if abi >= 4 else 0, LANDLOCK_SCOPE if abi >= 6 else 0)
     size = 8 if abi < 4 else 16 if abi < 6 else 24

@@ -74,6 +74,8 @@ def _prepare_runners(info):
         kernel.install_seccomp(_SECCOMP)  # once here: the kernel compiles each filter it is given
     for name in ("unshare", "prctl", "capset"):  # resolved once here, not in every runner
         getattr(libc, name)
+    for name in ("ctypes", "_ctypes", "ctypes._endian"):  # a fresh `import ctypes` in a program hits the audit hook
+        sys.modules.pop(name, None)  # (`kernel.CTYPES` keeps ours)
     if info["userns"]:
         kernel.drop_bounding_set()  # runners drop the rest of their capabilities with one capset
         _CAPSET = kernel.capset_args()
@@ -120,9 +122,7 @@ def _program(job, compiled, info, workdir, fds):
         if not info["pidns"] and info["landlock"]:  # weak mode: Landlock keeps signals, ptrace and writes inside
             kernel.landlock_confine(workdir, info["landlock"])
         del libc
-        kernel.LIBC = None
-        for name in ("ctypes", "_ctypes", "ctypes._endian"):  # a fresh `import ctypes` now hits the audit hook
-            sys.modules.pop(name, None)
+        kernel.LIBC = kernel.CTYPES = None
         if not info["mountns"]:  # the environment is the zygote's (`_prepare_runners`), but for the working dir
             os.environ.update({"HOME": workdir, "TMPDIR": workdir})
         harness.run(job, compiled, _SNAPSHOT)
