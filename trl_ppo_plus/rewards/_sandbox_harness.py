@@ -368,7 +368,8 @@ def _run_stdio(program, inputs, out_cap, _exec=exec, _compile=compile, _type=typ
 def snapshot(network_block, proc_visible):
     """Taken in the zygote after `preload`: the preloaded modules' bindings, the builtins, the thread count, our own
     stdout/stderr, and the policy audit hook (it holds no secret). Every runner starts from exactly this state, so it
-    is computed once; it holds only immutable containers, so a program that reaches it cannot change it.
+    is computed once; its own containers are tuples and frozensets, so a program that reaches it cannot change what
+    it records.
 
     The builtins' names are fresh copies of the interned ones, allocated side by side: building a runner's builtins
     dict writes each key's refcount, and the interned strings lie scattered over some 60 pages, each a copy-on-write
