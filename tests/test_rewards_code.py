@@ -220,6 +220,15 @@ def test_custom_provider_gets_requests():
     )
 
 
+def test_a_large_batch_comes_back_in_request_order(reward):
+    """Chunks of different sizes (they shrink towards the end of a batch) run on two workers at once: every score
+    still lands at its own request. Program i returns i; only every third one is tested for its own index."""
+    n = 61
+    completions = [fenced(f"def f():\n    return {i}") for i in range(n)]
+    tests = [[f"assert f() == {i if i % 3 == 0 else -1}"] for i in range(n)]
+    assert reward(completions, test_list=tests) == [1.0 if i % 3 == 0 else 0.0 for i in range(n)]
+
+
 def test_reward_is_picklable_and_named(reward):
     reward([fenced("def square(x):\n    return x * x")], test_list=[MBPP_TESTS])  # workers started
     clone = pickle.loads(pickle.dumps(reward))
