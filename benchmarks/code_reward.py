@@ -215,24 +215,25 @@ def main():
     reward(completions[:1], test_list=test_lists[:1])  # start the worker pool once, as a trainer's first step does
     startup = time.perf_counter() - t0
     iso = reward.provider.isolation
-    mode = "unprivileged, user namespace" if iso["userns"] else "root" if iso["root"] else "weak isolation"
+    mode = "weak isolation" if not iso["pidns"] else "unprivileged, user namespace" if iso["userns"] else "root"
     print(f"programs: {args.n}  workers: {args.workers}  cpus: {os.cpu_count()}  uid: {os.geteuid()} ({mode})  "
           f"pid namespace per program: {iso['pidns']}  network: {reward.provider.network_isolation}  "
           f"nice: {os.nice(0)}  scheduler: {_policy()}  pool start: {startup:.2f} s, once")  # fmt: skip
     print(f"{'run':>3} {'load1':>5} | {'baseline s':>10} {'cpu s':>6} | {'sandbox s':>9} {'cpu s':>6} {'exec/s':>7} | "
           f"{'wall ratio':>10} {'cpu ratio':>9} | verdicts agree")  # fmt: skip
+
+    def run_sandbox():
+        cpu0, t0 = _tree_cpu(), time.perf_counter()
+        scores = reward(completions, test_list=test_lists)
+        return scores, time.perf_counter() - t0, _tree_cpu() - cpu0
+
     walls, cpus, disagree = [], [], 0
     for r in range(args.repeats):
         load = os.getloadavg()[0]
-        if r % 2:
-            cpu0, t0 = _tree_cpu(), time.perf_counter()
-            ours = reward(completions, test_list=test_lists)
-            ours_s, ours_cpu = time.perf_counter() - t0, _tree_cpu() - cpu0
-        base = _baseline_in_fresh_python(args)
-        if not r % 2:
-            cpu0, t0 = _tree_cpu(), time.perf_counter()
-            ours = reward(completions, test_list=test_lists)
-            ours_s, ours_cpu = time.perf_counter() - t0, _tree_cpu() - cpu0
+        if r % 2:  # alternate which goes first, so that a drift in the machine's load hits both alike
+            (ours, ours_s, ours_cpu), base = run_sandbox(), _baseline_in_fresh_python(args)
+        else:
+            base, (ours, ours_s, ours_cpu) = _baseline_in_fresh_python(args), run_sandbox()
         agree = sum((o == 1.0) == b for o, b in zip(ours, base["verdicts"]))
         disagree += agree != args.n
         walls.append(base["wall"] / ours_s)
