@@ -422,6 +422,26 @@ def test_sysv_shared_memory_does_not_outlive_the_run(host):
     assert found == [0.0], "a later run found the segment"
 
 
+def test_a_program_leaves_nothing_for_the_next_one_on_its_worker(host):
+    """Not root, a program owns its worker's private /tmp. Whatever it leaves there (a file, a symlink, a symlink in
+    place of its own working dir) is gone before the next program on that worker, and that program still runs."""
+    litter = (
+        "import os\nos.chdir('/')\n"
+        "for act in (lambda: open('/tmp/left', 'w').write('A'), lambda: os.symlink('/tmp/left', '/tmp/link'),\n"
+        "            lambda: os.rename('/tmp/run', '/tmp/moved'), lambda: os.symlink('/nowhere', '/tmp/run')):\n"
+        "    try:\n        act()\n    except OSError:\n        pass\n"
+    )
+    clean = "import os\nCLEAN = not any(os.path.lexists(p) for p in ('/tmp/left', '/tmp/link', '/tmp/moved'))\n"
+    reward = make_code_reward(timeout=TIMEOUT, max_workers=1)  # one worker: the second run follows the first
+    try:
+        first = reward([f"```python\n{litter}{WRONG}```"], test_list=[TESTS])
+        second = reward([f"```python\n{clean}def solve(x):\n    return x + 1 if CLEAN else 0\n```"], test_list=[TESTS])
+        host.assert_unchanged()
+    finally:
+        reward.provider.close()
+    assert (first, second) == ([0.0], [1.0])
+
+
 def test_a_leak_would_score(reward):
     """Control: the LEAK pattern does score when the attack gets through, so 0.0 above means it did not."""
     assert reward([f"```python\nLEAKED = True{LEAK}```"], test_list=[TESTS]) == [1.0]

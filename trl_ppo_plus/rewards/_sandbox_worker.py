@@ -198,6 +198,17 @@ def _cleanup(info, deadline):
         time.sleep(0.002)
 
 
+def _remove(path):
+    """Remove what a program left at `path`: a directory tree, a file, or a symlink (removed, never followed). A file
+    or symlink left behind would reach the next program, and one in place of the working dir would fail every run."""
+    try:
+        os.unlink(path)
+    except IsADirectoryError:
+        shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+        pass
+
+
 _COMPILED = {}
 
 
@@ -227,7 +238,7 @@ def _supervise(job, info):
         try:
             os.mkdir(workdir, 0o700)
         except FileExistsError:  # normally removed after the last run
-            shutil.rmtree(workdir, ignore_errors=True)
+            _remove(workdir)
             os.mkdir(workdir, 0o700)
         if info["drop_uid"]:
             os.chown(workdir, info["uid"], info["uid"])
@@ -288,10 +299,10 @@ def _supervise(job, info):
     try:
         os.rmdir(workdir)  # the usual case: the program wrote nothing
     except OSError:
-        shutil.rmtree(workdir, ignore_errors=True)
+        _remove(workdir)
     if info["mountns"] and info["userns"]:  # the program owns our /tmp in a user namespace: leave nothing behind
         for name in set(os.listdir("/tmp")) - kernel.KEPT_IN_TMP:
-            shutil.rmtree(os.path.join("/tmp", name), ignore_errors=True)
+            _remove(os.path.join("/tmp", name))
 
     out, err, res = (bytes(bufs[p[0]]) for p in pipes[:3])
     exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
