@@ -66,7 +66,7 @@ def _prepare_runners(info):
     os.environ.update(RUN_ENV)
     if info["mountns"]:
         os.environ.update({"HOME": WORKDIR, "TMPDIR": WORKDIR})
-    signal.signal(signal.SIGINT, signal.SIG_DFL)  # SIGTERM, SIGPIPE and SIGCHLD are at their defaults already
+    # every signal is at its default (`_default_signals`) but this one:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead of killing the runner
     libc = kernel.load_libc()
     if _SECCOMP is not None:  # no AF_UNIX socket(), memfd_create, io_uring: for us and every runner we fork
@@ -349,7 +349,20 @@ def _run_one(job, info):
         return {"status": "error", "detail": f"sandbox failure: {exc!r}"}
 
 
+def _default_signals():
+    """Every signal at its default disposition. SIG_IGN survives execve, and `Popen` restores only SIGPIPE and
+    SIGXFSZ: a caller that ignores SIGCHLD would break our `waitpid`, and one that ignores SIGTERM or SIGHUP would
+    pass that on to every program (and to what it execs)."""
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):  # signals the C library reserves for itself
+                pass
+
+
 def main(argv):
+    _default_signals()  # first: `setup_zygote` waits for children
     uid = int(argv[argv.index("--uid") + 1])
     tmpfs_bytes = int(argv[argv.index("--tmpfs-bytes") + 1]) if "--tmpfs-bytes" in argv else 64 << 20
     info = kernel.setup_zygote(uid, "--no-namespaces" not in argv, tmpfs_bytes)
@@ -358,7 +371,6 @@ def main(argv):
     global _SNAPSHOT
     _SNAPSHOT = harness.snapshot(network_block=not info["netns"], proc_visible=not info["mountns"])
     gc.freeze()  # forked runners then share these pages instead of copying them on the first collection
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     _send(1, info)
     while (jobs := _recv(0)) is not None:
         _send(1, [_run_one(job, info) for job in jobs])
