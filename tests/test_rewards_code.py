@@ -233,8 +233,10 @@ CALLER_IGNORES = """
 import signal
 for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
     signal.signal(sig, signal.SIG_IGN)  # as nohup or a launcher leaves them: SIG_IGN survives execve
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})  # and so does the signal mask
 from trl_ppo_plus.rewards.sandbox import ExecutionRequest, LocalSandboxProvider
 program = "import signal\\nOK = all(signal.getsignal(s) == signal.SIG_DFL for s in (17, 15, 1))\\n"
+program += "OK = OK and not signal.pthread_sigmask(signal.SIG_BLOCK, [])\\n"
 program += "def f():\\n    return OK\\n"
 print(LocalSandboxProvider(max_workers=1).execute([ExecutionRequest(program, tests=["assert f()"])])[0].status)
 """
@@ -242,7 +244,8 @@ print(LocalSandboxProvider(max_workers=1).execute([ExecutionRequest(program, tes
 
 def test_signals_the_caller_ignores_do_not_reach_the_worker_or_programs():
     """A worker started from a caller that ignores SIGCHLD still waits for its runners, and programs see SIGCHLD,
-    SIGTERM and SIGHUP at their defaults: what a program does never depends on the caller's signal state."""
+    SIGTERM and SIGHUP at their defaults, and none blocked: what a program does never depends on the caller's signal
+    state."""
     import subprocess
     import sys
 

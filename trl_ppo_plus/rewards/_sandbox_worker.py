@@ -350,9 +350,10 @@ def _run_one(job, info):
 
 
 def _default_signals():
-    """Every signal at its default disposition. SIG_IGN survives execve, and `Popen` restores only SIGPIPE and
-    SIGXFSZ: a caller that ignores SIGCHLD would break our `waitpid`, and one that ignores SIGTERM or SIGHUP would
-    pass that on to every program (and to what it execs)."""
+    """Every signal at its default disposition, none blocked. SIG_IGN and the signal mask survive execve, and `Popen`
+    restores only SIGPIPE and SIGXFSZ: a caller that ignores SIGCHLD would break our `waitpid`, and one that ignores
+    or blocks SIGTERM or SIGHUP would pass that on to every program (and to what it execs)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
     for sig in signal.valid_signals():
         if sig not in (signal.SIGKILL, signal.SIGSTOP):
             try:
