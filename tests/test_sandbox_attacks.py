@@ -195,11 +195,13 @@ def host(tmp_path_factory):
     os.environ.pop("HF_TOKEN", None)
 
 
+# TRL_SANDBOX_TEST_WEAK=1: measure the weak mode instead (test_sandbox_nonroot.py, with user namespaces refused)
+WEAK = {"allow_weak_isolation": True} if os.environ.get("TRL_SANDBOX_TEST_WEAK") == "1" else {}
+
+
 @pytest.fixture(scope="module")
 def reward(host):
-    # TRL_SANDBOX_TEST_WEAK=1: measure the weak mode instead (test_sandbox_nonroot.py, with user namespaces refused)
-    weak = {"allow_weak_isolation": True} if os.environ.get("TRL_SANDBOX_TEST_WEAK") == "1" else {}
-    r = make_code_reward(timeout=TIMEOUT, max_workers=2, processes=32, **weak)
+    r = make_code_reward(timeout=TIMEOUT, max_workers=2, processes=32, **WEAK)
     yield r
     r.provider.close()
 
@@ -425,9 +427,10 @@ def test_sysv_shared_memory_does_not_outlive_the_run(host):
     assert gone == [1.0], "a later run found the segment (or could not tell)"
 
 
-def test_a_program_leaves_nothing_for_the_next_one_on_its_worker(host):
+def test_a_program_leaves_nothing_for_the_next_one_on_its_worker():
     """Not root, a program owns its worker's private /tmp. Whatever it leaves there (a file, a symlink, a symlink in
-    place of its own working dir) is gone before the next program on that worker, and that program still runs."""
+    place of its own working dir) is gone before the next program on that worker, and that program still runs. (The
+    attacks above check the host; here a check would also count the zombie of the worker closed just before.)"""
     litter = (
         "import os\nos.chdir('/')\n"
         "for act in (lambda: open('/tmp/left', 'w').write('A'), lambda: os.symlink('/tmp/left', '/tmp/link'),\n"
@@ -435,11 +438,10 @@ def test_a_program_leaves_nothing_for_the_next_one_on_its_worker(host):
         "    try:\n        act()\n    except OSError:\n        pass\n"
     )
     clean = "import os\nCLEAN = not any(os.path.lexists(p) for p in ('/tmp/left', '/tmp/link', '/tmp/moved'))\n"
-    reward = make_code_reward(timeout=TIMEOUT, max_workers=1)  # one worker: the second run follows the first
+    reward = make_code_reward(timeout=TIMEOUT, max_workers=1, **WEAK)  # one worker: the second run follows the first
     try:
         first = reward([f"```python\n{litter}{WRONG}```"], test_list=[TESTS])
         second = reward([f"```python\n{clean}def solve(x):\n    return x + 1 if CLEAN else 0\n```"], test_list=[TESTS])
-        host.assert_unchanged()
     finally:
         reward.provider.close()
     assert (first, second) == ([0.0], [1.0])
