@@ -447,6 +447,19 @@ def test_a_program_leaves_nothing_for_the_next_one_on_its_worker():
     assert (first, second) == ([0.0], [1.0])
 
 
+def test_closed_workers_leave_no_process_behind():
+    """`close()` lets each worker exit and be reaped by its own parent: not root, a worker killed outright leaves the
+    PID 1 of its namespace to the machine's init, a zombie for a second or more, that looks like a stray process."""
+    from trl_ppo_plus.rewards.sandbox import ExecutionRequest, LocalSandboxProvider
+
+    before = set(sandbox_processes())
+    provider = LocalSandboxProvider(timeout=TIMEOUT, max_workers=2, **WEAK)
+    results = provider.execute([ExecutionRequest("def f():\n    return 1", tests=["assert f() == 1"])] * 4)
+    provider.close()
+    assert [r.status for r in results] == ["passed"] * 4
+    assert set(sandbox_processes()) - before == set()
+
+
 def test_a_leak_would_score(reward):
     """Control: the LEAK pattern does score when the attack gets through, so 0.0 above means it did not."""
     assert reward([f"```python\nLEAKED = True{LEAK}```"], test_list=[TESTS]) == [1.0]

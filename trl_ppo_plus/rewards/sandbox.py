@@ -254,7 +254,7 @@ class _Zygote:
         try:
             _check_isolation(self.info, config.allow_weak_isolation)
         except SandboxIsolationError:
-            self.kill()
+            self.kill(grace=2.0)  # idle: it exits at once
             raise
 
     def _recv(self, timeout):
@@ -283,7 +283,17 @@ class _Zygote:
             return None
         return results if isinstance(results, list) and len(results) == len(jobs) else None
 
-    def kill(self):
+    def kill(self, grace: float = 0.0):
+        """Stop the worker. With `grace`, first let it exit (EOF on its stdin) for that long: then it and, not root,
+        the PID 1 of its namespace are reaped by their own parents. Killed outright, that PID 1 is orphaned and stays
+        a zombie until the machine's init reaps it."""
+        if grace:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(grace)
+                return  # the whole group is gone: its pid may be reused, so no killpg now
+            except (OSError, subprocess.TimeoutExpired):
+                pass
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -404,8 +414,16 @@ class LocalSandboxProvider(CodeExecutionProvider):
             return [result for part in pool.map(self._execute_chunk, chunks) for result in part]
 
     def close(self) -> None:
+        zygotes = []
         while not self._idle.empty():
-            self._idle.get().kill()
+            zygotes.append(self._idle.get())
+        for zygote in zygotes:  # all told at once: they exit side by side
+            try:
+                zygote.proc.stdin.close()
+            except OSError:
+                pass
+        for zygote in zygotes:
+            zygote.kill(grace=2.0)
         self._started = 0
 
     def __del__(self):
