@@ -373,6 +373,13 @@ ATTACKS = {
     )
     + "LEAKED = b'LEAK' in out"
     + LEAK,
+    # a key in the user keyring (per uid, not per process) outlives the run: the next program on the worker reads it
+    "keyring_store": native(
+        "import platform\nadd_key = {{'x86_64': 248, 'aarch64': 217}}[platform.machine()]\n"
+        "print('LEAK' if libc.syscall(add_key, b'user', b'trl-sandbox', b'answer', 6, -4) > 0 else 'no')\n"
+    )
+    + "LEAKED = b'LEAK' in out"
+    + LEAK,
 }
 SPECIAL_TESTS = {  # attacks aimed at a particular kind of assert
     "override_builtins": ["assert sorted(solve(1)) == [2]"],

@@ -329,27 +329,33 @@ def drop_capabilities(args=None):
 # read-only mounts do not stop connect(). socketpair() stays allowed; io_uring (which would bypass seccomp) does not.
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER, AF_UNIX = 22, 2, 1
 SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
-SECCOMP_ARCH = {"x86_64": (0xC000003E, 41, 319), "aarch64": (0xC00000B7, 198, 279)}  # audit arch, socket, memfd_create
+# audit arch, socket, memfd_create, (add_key, request_key, keyctl)
+SECCOMP_ARCH = {"x86_64": (0xC000003E, 41, 319, (248, 249, 250)), "aarch64": (0xC00000B7, 198, 279, (217, 218, 219))}
 SYS_IO_URING_SETUP, X32_SYSCALL_BIT, EPERM, ENOSYS = 425, 0x40000000, 1, 38
 
 
 def seccomp_filter():
     """The seccomp program (a `struct sock_filter` array, as bytes) that fails `socket(AF_UNIX, ...)`,
-    `memfd_create` (memory no rlimit counts: 16 MiB per fd, 2 GiB per process) and `io_uring_setup` with EPERM /
+    `memfd_create` (memory no rlimit counts: 16 MiB per fd, 2 GiB per process), the kernel keyrings (`add_key`,
+    `request_key`, `keyctl`: a key belongs to the uid, not the process, so it would outlive the run and reach the next
+    program, and it is charged to the caller's own key quota when not root) and `io_uring_setup` with EPERM /
     ENOSYS, and every syscall of another ABI (i386, x32) with EPERM; None on an architecture we have no syscall
     numbers for."""
     if platform.machine() not in SECCOMP_ARCH:
         return None
-    arch, socket_nr, memfd_nr = SECCOMP_ARCH[platform.machine()]
+    arch, socket_nr, memfd_nr, (add_key, request_key, keyctl) = SECCOMP_ARCH[platform.machine()]
     ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
     program = [
         (ld, 0, 0, 4),  # seccomp_data.arch
         (jeq, 1, 0, arch),
         (ret, 0, 0, SECCOMP_RET_ERRNO | EPERM),
         (ld, 0, 0, 0),  # seccomp_data.nr
-        (jge, 6, 0, X32_SYSCALL_BIT),  # -> deny
-        (jeq, 6, 0, SYS_IO_URING_SETUP),  # -> ENOSYS
-        (jeq, 4, 0, memfd_nr),  # -> deny
+        (jge, 9, 0, X32_SYSCALL_BIT),  # -> deny
+        (jeq, 9, 0, SYS_IO_URING_SETUP),  # -> ENOSYS
+        (jeq, 7, 0, memfd_nr),  # -> deny
+        (jeq, 6, 0, add_key),  # -> deny
+        (jeq, 5, 0, request_key),  # -> deny
+        (jeq, 4, 0, keyctl),  # -> deny
         (jeq, 0, 2, socket_nr),  # else -> allow
         (ld, 0, 0, 16),  # low word of args[0]: the address family
         (jeq, 1, 0, AF_UNIX),  # -> deny

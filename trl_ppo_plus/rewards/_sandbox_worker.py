@@ -69,7 +69,7 @@ def _prepare_runners(info):
     # every signal is at its default (`_default_signals`) but this one:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead of killing the runner
     libc = kernel.load_libc()
-    if _SECCOMP is not None:  # no AF_UNIX socket(), memfd_create, io_uring: for us and every runner we fork
+    if _SECCOMP is not None:  # no AF_UNIX socket(), memfd_create, keyrings, io_uring: for us and every runner
         kernel.check(libc.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))  # we never exec: nothing to lose
         kernel.install_seccomp(_SECCOMP)  # once here: the kernel compiles each filter it is given
     for name in ("unshare", "prctl", "capset"):  # resolved once here, not in every runner

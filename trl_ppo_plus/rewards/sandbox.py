@@ -32,8 +32,8 @@ Where the kernel refuses these namespaces (`kernel.unprivileged_userns_clone=0`,
 (warned once): the program then runs as the caller's uid in its own session only, so it can signal and ptrace the
 caller's processes; only an audit hook blocks sockets and program execution.
 
-Not a proof of security: it shares the host kernel (seccomp filters only AF_UNIX sockets, memfd_create and io_uring), world-readable
-host files stay readable, and `memory_bytes` bounds each process, not their sum (up to `processes` of them).
+Not a proof of security: it shares the host kernel (seccomp filters only AF_UNIX sockets, memfd_create, the keyrings
+and io_uring), world-readable host files stay readable, and `memory_bytes` bounds each process, not their sum (up to `processes` of them).
 Verdict integrity inside the process is the harness's job, see `_sandbox_harness.py`.
 """
 
