@@ -220,6 +220,39 @@ def test_custom_provider_gets_requests():
     )
 
 
+def test_a_large_batch_comes_back_in_request_order(reward):
+    """Chunks of different sizes (they shrink towards the end of a batch) run on two workers at once: every score
+    still lands at its own request. Program i returns i; only every third one is tested for its own index."""
+    n = 61
+    completions = [fenced(f"def f():\n    return {i}") for i in range(n)]
+    tests = [[f"assert f() == {i if i % 3 == 0 else -1}"] for i in range(n)]
+    assert reward(completions, test_list=tests) == [1.0 if i % 3 == 0 else 0.0 for i in range(n)]
+
+
+CALLER_IGNORES = """
+import signal
+for sig in (signal.SIGCHLD, signal.SIGTERM, signal.SIGHUP):
+    signal.signal(sig, signal.SIG_IGN)  # as nohup or a launcher leaves them: SIG_IGN survives execve
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})  # and so does the signal mask
+from trl_ppo_plus.rewards.sandbox import ExecutionRequest, LocalSandboxProvider
+program = "import signal\\nOK = all(signal.getsignal(s) == signal.SIG_DFL for s in (17, 15, 1))\\n"
+program += "OK = OK and not signal.pthread_sigmask(signal.SIG_BLOCK, [])\\n"
+program += "def f():\\n    return OK\\n"
+print(LocalSandboxProvider(max_workers=1).execute([ExecutionRequest(program, tests=["assert f()"])])[0].status)
+"""
+
+
+def test_signals_the_caller_ignores_do_not_reach_the_worker_or_programs():
+    """A worker started from a caller that ignores SIGCHLD still waits for its runners, and programs see SIGCHLD,
+    SIGTERM and SIGHUP at their defaults, and none blocked: what a program does never depends on the caller's signal
+    state."""
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", CALLER_IGNORES], capture_output=True, text=True, timeout=120)
+    assert run.stdout.split() == ["passed"], run.stdout + run.stderr[-2000:]
+
+
 def test_reward_is_picklable_and_named(reward):
     reward([fenced("def square(x):\n    return x * x")], test_list=[MBPP_TESTS])  # workers started
     clone = pickle.loads(pickle.dumps(reward))

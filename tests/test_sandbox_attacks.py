@@ -195,11 +195,13 @@ def host(tmp_path_factory):
     os.environ.pop("HF_TOKEN", None)
 
 
+# TRL_SANDBOX_TEST_WEAK=1: measure the weak mode instead (test_sandbox_nonroot.py, with user namespaces refused)
+WEAK = {"allow_weak_isolation": True} if os.environ.get("TRL_SANDBOX_TEST_WEAK") == "1" else {}
+
+
 @pytest.fixture(scope="module")
 def reward(host):
-    # TRL_SANDBOX_TEST_WEAK=1: measure the weak mode instead (test_sandbox_nonroot.py, with user namespaces refused)
-    weak = {"allow_weak_isolation": True} if os.environ.get("TRL_SANDBOX_TEST_WEAK") == "1" else {}
-    r = make_code_reward(timeout=TIMEOUT, max_workers=2, processes=32, **weak)
+    r = make_code_reward(timeout=TIMEOUT, max_workers=2, processes=32, **WEAK)
     yield r
     r.provider.close()
 
@@ -207,9 +209,15 @@ def reward(host):
 # A program that runs `code` in a fresh interpreter (no audit hook there) with libc at hand; its stdout lands in `out`.
 NATIVE = (
     "import subprocess\ncode = {code!r}\ntry:\n    out = subprocess.run([{{python!r}}, '-I', '-S', '-c', "
-    "'import ctypes, os\\nlibc = ctypes.CDLL(None, use_errno=True)\\n' + code], capture_output=True, timeout=0.8)"
+    "'import ctypes, os\\nlibc = ctypes.CDLL(None, use_errno=True)\\n' + code], capture_output=True, timeout={timeout})"
     ".stdout\nexcept Exception:\n    out = b''\n"
 )
+
+
+def native(code, timeout=0.8):
+    """NATIVE running `code`; the fresh interpreter gets `timeout` seconds (within the program's own limit)."""
+    return NATIVE.format(code=code, timeout=timeout)
+
 
 # A fresh interpreter reads the runner's memory (process_vm_readv, as ptrace would) for the run's token: a
 # 32-hex-digit bytes object near one of the program's own objects. It then forges the result channel.
@@ -339,15 +347,14 @@ ATTACKS = {
     "          lambda: os.remove({home_canary!r}), lambda: open({outside!r}[-1], 'w').write('x')):\n"
     "    try:\n        f()\n    except OSError:\n        pass" + WRONG,
     # --- native code in a fresh interpreter, where no audit hook of ours runs: only the kernel stands in the way
-    "native_kill": NATIVE.format(code="for pid in (-1, {caller}, -{pgid}, {bystander}):\n    libc.kill(pid, 9)\n")
-    + WRONG,
-    "ptrace_attach": NATIVE.format(
-        code="for pid in ({caller}, {bystander}):\n    if libc.ptrace(16, pid, 0, 0) == 0:\n        print('LEAK')\n"
+    "native_kill": native("for pid in (-1, {caller}, -{pgid}, {bystander}):\n    libc.kill(pid, 9)\n") + WRONG,
+    "ptrace_attach": native(
+        "for pid in ({caller}, {bystander}):\n    if libc.ptrace(16, pid, 0, 0) == 0:\n        print('LEAK')\n"
     )
     + "LEAKED = b'LEAK' in out"
     + LEAK,
-    "native_proc_write": NATIVE.format(
-        code="for pid in ({caller}, {bystander}):\n    for name in ('mem', 'oom_score_adj', 'comm'):\n"
+    "native_proc_write": native(
+        "for pid in ({caller}, {bystander}):\n    for name in ('mem', 'oom_score_adj', 'comm'):\n"
         "        try:\n            with open('/proc/%d/%s' % (pid, name), 'wb') as f:\n"
         "                f.write(b'1000' if name != 'mem' else b'x')\n            print('LEAK')\n"
         "        except OSError:\n            pass\n"
@@ -355,14 +362,21 @@ ATTACKS = {
     + "LEAKED = b'LEAK' in out"
     + LEAK,
     "steal_token_from_memory": STEAL_TOKEN + WRONG,
-    "unix_socket_connect": NATIVE.format(
-        code="import socket\ns = socket.socket(socket.AF_UNIX)\nprint('LEAK')\ns.connect('{unix_path}')\n"
+    "unix_socket_connect": native(
+        "import socket\ns = socket.socket(socket.AF_UNIX)\nprint('LEAK')\ns.connect('{unix_path}')\n"
     )
     + "LEAKED = b'LEAK' in out"
     + LEAK,
-    "unshare_regain_caps": NATIVE.format(
-        code="libc.unshare(0x10000000 | 0x20000)\nlibc.mount(b'proc', b'/proc', b'proc', 0, None)\n"
+    "unshare_regain_caps": native(
+        "libc.unshare(0x10000000 | 0x20000)\nlibc.mount(b'proc', b'/proc', b'proc', 0, None)\n"
         "print('LEAK' if str({caller}) in os.listdir('/proc') else 'no')\n"
+    )
+    + "LEAKED = b'LEAK' in out"
+    + LEAK,
+    # a key in the user keyring (per uid, not per process) outlives the run: the next program on the worker reads it
+    "keyring_store": native(
+        "import platform\nadd_key = {{'x86_64': 248, 'aarch64': 217}}[platform.machine()]\n"
+        "print('LEAK' if libc.syscall(add_key, b'user', b'trl-sandbox', b'answer', 6, -4) > 0 else 'no')\n"
     )
     + "LEAKED = b'LEAK' in out"
     + LEAK,
@@ -400,26 +414,57 @@ def test_memory_and_output_limits_hold(reward, host):
 
 def test_sysv_shared_memory_does_not_outlive_the_run(host):
     """A SysV shared memory segment (256 MiB, touched, detached) must go with the run that made it: it holds memory
-    no rlimit counts, and a later program on the same worker must not find it."""
+    no rlimit counts, and a later program on the same worker must not find it. Touching 256 MiB takes 0.3-0.8 s on
+    a loaded 2-core machine, so both runs get 10 s; the later one scores only when it sees the segment gone (ENOENT),
+    so a run cut short cannot pass for one that found nothing."""
     make = (
         "libc.shmat.restype = ctypes.c_void_p\nsid = libc.shmget(0x5EED, 256 << 20, 0o1666)\n"
         "addr = libc.shmat(sid, None, 0)\nctypes.memset(addr, 7, 256 << 20)\nlibc.shmdt(ctypes.c_void_p(addr))\n"
         "print('LEAK' if sid >= 0 else 'no')\n"
     )
-    find = "print('LEAK' if libc.shmget(0x5EED, 0, 0o666) >= 0 else 'no')\n"
-    reward = make_code_reward(timeout=TIMEOUT, max_workers=1)  # one worker: the second run follows the first
+    find = "print('GONE' if libc.shmget(0x5EED, 0, 0o666) < 0 and ctypes.get_errno() == 2 else 'FOUND')\n"
+    reward = make_code_reward(timeout=10.0, max_workers=1)  # one worker: the second run follows the first
     try:
-        made, found = (
-            reward(
-                [f"```python\n{host.fmt(NATIVE.format(code=code))}LEAKED = b'LEAK' in out{LEAK}```"], test_list=[TESTS]
-            )  # fmt: skip
-            for code in (make, find)
-        )
+        made = reward([f"```python\n{host.fmt(native(make, 9.0))}LEAKED = b'LEAK' in out{LEAK}```"], test_list=[TESTS])
+        gone = reward([f"```python\n{host.fmt(native(find, 9.0))}LEAKED = b'GONE' in out{LEAK}```"], test_list=[TESTS])
         host.assert_unchanged()  # before close(): not root, a closed worker may leave a zombie for init to reap
     finally:
         reward.provider.close()
     assert made == [1.0], "control: the segment was made"
-    assert found == [0.0], "a later run found the segment"
+    assert gone == [1.0], "a later run found the segment (or could not tell)"
+
+
+def test_a_program_leaves_nothing_for_the_next_one_on_its_worker():
+    """Not root, a program owns its worker's private /tmp. Whatever it leaves there (a file, a symlink, a symlink in
+    place of its own working dir) is gone before the next program on that worker, and that program still runs. (The
+    attacks above check the host; here a check would also count the zombie of the worker closed just before.)"""
+    litter = (
+        "import os\nos.chdir('/')\n"
+        "for act in (lambda: open('/tmp/left', 'w').write('A'), lambda: os.symlink('/tmp/left', '/tmp/link'),\n"
+        "            lambda: os.rename('/tmp/run', '/tmp/moved'), lambda: os.symlink('/nowhere', '/tmp/run')):\n"
+        "    try:\n        act()\n    except OSError:\n        pass\n"
+    )
+    clean = "import os\nCLEAN = not any(os.path.lexists(p) for p in ('/tmp/left', '/tmp/link', '/tmp/moved'))\n"
+    reward = make_code_reward(timeout=TIMEOUT, max_workers=1, **WEAK)  # one worker: the second run follows the first
+    try:
+        first = reward([f"```python\n{litter}{WRONG}```"], test_list=[TESTS])
+        second = reward([f"```python\n{clean}def solve(x):\n    return x + 1 if CLEAN else 0\n```"], test_list=[TESTS])
+    finally:
+        reward.provider.close()
+    assert (first, second) == ([0.0], [1.0])
+
+
+def test_closed_workers_leave_no_process_behind():
+    """`close()` lets each worker exit and be reaped by its own parent: not root, a worker killed outright leaves the
+    PID 1 of its namespace to the machine's init, a zombie for a second or more, that looks like a stray process."""
+    from trl_ppo_plus.rewards.sandbox import ExecutionRequest, LocalSandboxProvider
+
+    before = set(sandbox_processes())
+    provider = LocalSandboxProvider(timeout=TIMEOUT, max_workers=2, **WEAK)
+    results = provider.execute([ExecutionRequest("def f():\n    return 1", tests=["assert f() == 1"])] * 4)
+    provider.close()
+    assert [r.status for r in results] == ["passed"] * 4
+    assert set(sandbox_processes()) - before == set()
 
 
 def test_a_leak_would_score(reward):
@@ -429,9 +474,7 @@ def test_a_leak_would_score(reward):
 
 def test_native_attacks_do_run(reward, host):
     """Control: a fresh interpreter with ctypes does start inside the sandbox, so the native attacks are real tries."""
-    program = host.fmt(
-        NATIVE.format(code="print('LEAK' if libc.getpid() > 0 else 'no')\n") + "LEAKED = b'LEAK' in out"
-    )
+    program = host.fmt(native("print('LEAK' if libc.getpid() > 0 else 'no')\n") + "LEAKED = b'LEAK' in out")
     assert reward([f"```python\n{program}{LEAK}```"], test_list=[TESTS]) == [1.0]
 
 

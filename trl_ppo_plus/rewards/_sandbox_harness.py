@@ -30,7 +30,9 @@ import ast
 import builtins
 import gc
 import io
+import itertools
 import marshal
+import operator
 import os
 import sys
 import types
@@ -162,10 +164,13 @@ def names_used(*codes):
     return frozenset(names)
 
 
+_PRELOADED = frozenset(PRELOAD)
+
+
 def modules_used(names):
     """Preloaded modules among `names`: only these are restored before tests (restoring all costs a page fault per
     touched object in every forked runner)."""
-    return names & frozenset(PRELOAD)
+    return names & _PRELOADED
 
 
 def _finish_hook(token, frame):
@@ -248,7 +253,8 @@ def _tmpfd(_open=os.open, _flags=os.O_TMPFILE | os.O_RDWR):
 def _run_asserts(program, setup_code, tests, strict, mods, real_mods, bsnap, threads0, used, _exec=exec, _compile=compile,
                  _type=type, _fn=types.FunctionType, _count=_thread._count, _dict=dict, _tuple=tuple, _len=len,
                  _mem=MemoryError, _base=BaseException, _gc_disable=gc.disable, _plain=_h_plain, _mt=types.ModuleType,
-                 _str=str, _modules=sys.modules):  # fmt: skip
+                 _str=str, _modules=sys.modules, _any=any, _map=map, _is_not=operator.is_not,
+                 _repeat=itertools.repeat):  # fmt: skip
     """Returns (phase, detail, verdicts, memory). Locals only hold immutable values or objects we verify."""
     g = {"__name__": "solution", "__builtins__": builtins}
     try:
@@ -271,7 +277,7 @@ def _run_asserts(program, setup_code, tests, strict, mods, real_mods, bsnap, thr
     # defined (MBPP's `def sum(a, b)` tested by `assert sum(1, 2) == 3`). Next to a function under test it is a
     # forgery (`def sorted(x): return [2]` against `assert sorted(solve(1)) == [2]`) and the real builtin is used.
     # Only exact-str keys: no user __hash__/__eq__ runs here.
-    bdict, mdict, ns = _dict(bsnap), _dict(real_mods), {}
+    (mod_names, real_mods), bdict, ns = real_mods, _dict(bsnap), {}
     shadows_ok = 1
     for k in g:
         if _type(k) is _str and k in used and k not in bdict and k[:2] != "__":
@@ -279,7 +285,11 @@ def _run_asserts(program, setup_code, tests, strict, mods, real_mods, bsnap, thr
     for k, v in g.items():
         if _type(k) is not _str or (k in bdict and k[:2] != "__" and not (shadows_ok and k in used)):
             continue
-        ns[k] = mdict[k] if k in mdict and _type(v) is not _fn else v
+        if k in mod_names and _type(v) is not _fn:
+            for name, mod in real_mods:
+                if name == k:
+                    v = mod
+        ns[k] = v
     ns["__builtins__"] = bdict
     ns["__h_plain__"] = _plain
     try:
@@ -289,7 +299,8 @@ def _run_asserts(program, setup_code, tests, strict, mods, real_mods, bsnap, thr
     except _base as exc:
         return "setup", _describe(exc), (), 0
     ns["__h_test__"] = None  # each test rebinds it; the snapshot below must not count that as tampering
-    ns_snap, b_snap, verdicts, detail, memory = _tuple(ns.items()), _tuple(bdict.items()), (), "", 0
+    snaps = ((ns, _tuple(ns), _tuple(ns.values())), (bdict, _tuple(bdict), _tuple(bdict.values())))
+    verdicts, detail, memory = (), "", 0
     for mod_code, fn_code in tests:
         try:
             _exec(mod_code, ns)
@@ -306,11 +317,9 @@ def _run_asserts(program, setup_code, tests, strict, mods, real_mods, bsnap, thr
         if _count() > threads0:
             return "threads", "the program left threads running", verdicts, memory
         ns["__h_test__"] = None
-        for snap, d in ((ns_snap, ns), (b_snap, bdict)):  # after every test: a change cannot help a later one
-            changed = _len(d) != _len(snap)
-            for k, v in snap:
-                changed = changed or d.get(k, d) is not v
-            if changed:
+        for d, keys, values in snaps:  # after every test: a change cannot help a later one
+            # d.get(k, d) is not v, for every (k, v), in C; exact-str keys: no user __eq__ runs
+            if _len(d) != _len(keys) or _any(_map(_is_not, _map(d.get, keys, _repeat(d)), values)):
                 return "tamper", "the test namespace was modified while tests ran", verdicts, memory
     return "ok", detail, verdicts, memory
 
@@ -356,17 +365,28 @@ def _run_stdio(program, inputs, out_cap, _exec=exec, _compile=compile, _type=typ
     return "ok", detail, verdicts, memory, outputs
 
 
-def snapshot():
-    """Taken in the zygote after `preload`: the preloaded modules' bindings, the builtins, the thread count, and
-    our own stdout/stderr. Every runner starts from exactly this state, so it is computed once."""
+def snapshot(network_block, proc_visible):
+    """Taken in the zygote after `preload`: the preloaded modules' bindings, the builtins, the thread count, our own
+    stdout/stderr, and the policy audit hook (it holds no secret). Every runner starts from exactly this state, so it
+    is computed once; its own containers are tuples and frozensets, so a program that reaches it cannot change what
+    it records.
+
+    The builtins' names are fresh copies of the interned ones, allocated side by side: building a runner's builtins
+    dict writes each key's refcount, and the interned strings lie scattered over some 60 pages, each a copy-on-write
+    page fault in every runner."""
     mods = tuple((n, sys.modules[n], vars(sys.modules[n]), tuple(vars(sys.modules[n]).items()))
                  for n in PRELOAD if n in sys.modules)  # fmt: skip
-    return mods, tuple(vars(builtins).items()), _thread._count(), (sys.stdout, sys.stderr)
+    names = [(k + ".")[:-1] for k in vars(builtins)]  # equal, not identical: dict lookups compare by value
+    bsnap = tuple(zip(names, vars(builtins).values()))
+    real_mods = (frozenset(m[0] for m in mods), tuple((m[0], m[1]) for m in mods))
+    policy = _policy_hook(network_block, proc_visible)
+    return mods, bsnap, _thread._count(), (sys.stdout, sys.stderr), real_mods, policy
 
 
-def run(job, compiled, snap, network_block, proc_visible, _exit=os._exit, _dumps=marshal.dumps, _audit=sys.audit):
+def run(job, compiled, snap, _exit=os._exit, _dumps=marshal.dumps, _audit=sys.audit):
     """Entry point in the runner. `compiled` = (setup code, ((test module, test function code), ...), error), built
-    by the zygote before this program existed. Locks the interpreter, runs the program, reports, exits."""
+    by the zygote before this program existed; `snap` from `snapshot`. Locks the interpreter, runs the program,
+    reports, exits."""
     strict, kind = bool(job.get("strict", True)), job["kind"]
     program, out_cap = str(job["program"]), int(job["limits"]["output_bytes"])
     inputs = tuple(str(x) for x in job.get("inputs") or ())
@@ -375,11 +395,10 @@ def run(job, compiled, snap, network_block, proc_visible, _exit=os._exit, _dumps
     if broken:
         kind = "broken"
     del job
-    mods, bsnap, threads0, streams = snap
-    real_mods = tuple((m[0], m[1]) for m in mods)
-    mods = tuple(m for m in mods if m[0] in restore)
+    mods, bsnap, threads0, streams, real_mods, policy = snap
+    mods = tuple(m for m in mods if m[0] in restore) if restore else ()
     sys.addaudithook(_finish_hook(os.read(4, 64), sys._getframe()))
-    sys.addaudithook(_policy_hook(network_block, proc_visible))
+    sys.addaudithook(policy)
     os.close(4)
     memory, outputs = 0, ()
     if kind == "broken":

@@ -36,23 +36,29 @@ PROC_FD = None  # the zygote's handle on the real /proc once its own /proc is co
 
 
 LIBC = None
+CTYPES = None  # the ctypes module, still ours once the zygote has taken it out of sys.modules
+
+
+def load_ctypes():
+    global CTYPES
+    if CTYPES is None:
+        import ctypes
+
+        CTYPES = ctypes
+    return CTYPES
 
 
 def load_libc():
     """libc through ctypes, loaded once in the zygote; runners drop every reference before the program starts."""
     global LIBC
     if LIBC is None:
-        import ctypes
-
-        LIBC = ctypes.CDLL(None, use_errno=True)
+        LIBC = load_ctypes().CDLL(None, use_errno=True)
     return LIBC
 
 
 def check(ret):
     if ret != 0:
-        import ctypes
-
-        err = ctypes.get_errno()
+        err = load_ctypes().get_errno()
         raise OSError(err, os.strerror(err))
 
 
@@ -214,8 +220,7 @@ def _prepare_mounts(hidden, tmpfs_bytes, root):
 
 def _readonly_tree(path):
     """Make every mount at and below `path` read-only in our mount namespace (one `mount_setattr` call)."""
-    import ctypes
-
+    ctypes = load_ctypes()
     attr = struct.pack("=QQQQ", MOUNT_ATTR_RDONLY, 0, 0, 0)  # struct mount_attr: attr_set, attr_clr, propagation, fd
     libc = load_libc()
     libc.syscall.restype = ctypes.c_long
@@ -294,19 +299,29 @@ def _expose_prefix(top, prefixes):
     mount("none", top, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)  # nothing to write there
 
 
-def drop_capabilities():
-    """Empty every capability set of this process (and the bounding set, so nothing an exec'd program runs
-    brings them back). Used in a user namespace, where the program keeps the mapped uid 0 but must hold no power
-    over the namespace's mounts or members."""
-    import ctypes
-
+def drop_bounding_set():
+    """Empty the capability bounding set (and the ambient set), so that nothing a program execs can bring a
+    capability back. Done once in the zygote, which never execs: its own effective capabilities stay, and every
+    runner it forks inherits the empty bounding set."""
     libc = load_libc()
     cap = 0
     while libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0:
         cap += 1
     libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    header = struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0)
-    check(libc.capset(header, ctypes.create_string_buffer(24)))  # effective, permitted, inheritable = 0 (x2 words)
+
+
+def capset_args():
+    """Arguments of `capset(2)` that empty the effective, permitted and inheritable sets (built once, in the
+    zygote)."""
+    ctypes = load_ctypes()
+    return struct.pack("=Ii", LINUX_CAPABILITY_VERSION_3, 0), ctypes.create_string_buffer(24)  # zero, x2 words
+
+
+def drop_capabilities(args=None):
+    """Empty every capability set of this process. Used in a user namespace, where the program keeps the mapped
+    uid 0 but must hold no power over the namespace's mounts or members. The bounding set must be empty already
+    (`drop_bounding_set`), so nothing an exec'd program runs brings them back."""
+    check(load_libc().capset(*(args or capset_args())))
 
 
 # seccomp: no AF_UNIX socket of the program's own. The network namespace hides abstract unix sockets and every
@@ -314,27 +329,33 @@ def drop_capabilities():
 # read-only mounts do not stop connect(). socketpair() stays allowed; io_uring (which would bypass seccomp) does not.
 PR_SET_SECCOMP, SECCOMP_MODE_FILTER, AF_UNIX = 22, 2, 1
 SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
-SECCOMP_ARCH = {"x86_64": (0xC000003E, 41, 319), "aarch64": (0xC00000B7, 198, 279)}  # audit arch, socket, memfd_create
+# audit arch, socket, memfd_create, (add_key, request_key, keyctl)
+SECCOMP_ARCH = {"x86_64": (0xC000003E, 41, 319, (248, 249, 250)), "aarch64": (0xC00000B7, 198, 279, (217, 218, 219))}
 SYS_IO_URING_SETUP, X32_SYSCALL_BIT, EPERM, ENOSYS = 425, 0x40000000, 1, 38
 
 
 def seccomp_filter():
     """The seccomp program (a `struct sock_filter` array, as bytes) that fails `socket(AF_UNIX, ...)`,
-    `memfd_create` (memory no rlimit counts: 16 MiB per fd, 2 GiB per process) and `io_uring_setup` with EPERM /
+    `memfd_create` (memory no rlimit counts: 16 MiB per fd, 2 GiB per process), the kernel keyrings (`add_key`,
+    `request_key`, `keyctl`: a key belongs to the uid, not the process, so it would outlive the run and reach the next
+    program, and it is charged to the caller's own key quota when not root) and `io_uring_setup` with EPERM /
     ENOSYS, and every syscall of another ABI (i386, x32) with EPERM; None on an architecture we have no syscall
     numbers for."""
     if platform.machine() not in SECCOMP_ARCH:
         return None
-    arch, socket_nr, memfd_nr = SECCOMP_ARCH[platform.machine()]
+    arch, socket_nr, memfd_nr, (add_key, request_key, keyctl) = SECCOMP_ARCH[platform.machine()]
     ld, jeq, jge, ret = 0x20, 0x15, 0x35, 0x06
     program = [
         (ld, 0, 0, 4),  # seccomp_data.arch
         (jeq, 1, 0, arch),
         (ret, 0, 0, SECCOMP_RET_ERRNO | EPERM),
         (ld, 0, 0, 0),  # seccomp_data.nr
-        (jge, 6, 0, X32_SYSCALL_BIT),  # -> deny
-        (jeq, 6, 0, SYS_IO_URING_SETUP),  # -> ENOSYS
-        (jeq, 4, 0, memfd_nr),  # -> deny
+        (jge, 9, 0, X32_SYSCALL_BIT),  # -> deny
+        (jeq, 9, 0, SYS_IO_URING_SETUP),  # -> ENOSYS
+        (jeq, 7, 0, memfd_nr),  # -> deny
+        (jeq, 6, 0, add_key),  # -> deny
+        (jeq, 5, 0, request_key),  # -> deny
+        (jeq, 4, 0, keyctl),  # -> deny
         (jeq, 0, 2, socket_nr),  # else -> allow
         (ld, 0, 0, 16),  # low word of args[0]: the address family
         (jeq, 1, 0, AF_UNIX),  # -> deny
@@ -348,8 +369,7 @@ def seccomp_filter():
 def install_seccomp(code):
     """Install a seccomp filter (bytes, as from `seccomp_filter`) on this process and its future children. Needs
     `PR_SET_NO_NEW_PRIVS` (or CAP_SYS_ADMIN)."""
-    import ctypes
-
+    ctypes = load_ctypes()
     buf = ctypes.create_string_buffer(code, len(code))
     prog = struct.pack("@HP", len(code) // 8, ctypes.addressof(buf))  # struct sock_fprog
     check(load_libc().prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, prog, 0, 0))
@@ -365,8 +385,7 @@ LANDLOCK_SCOPE = (1 << 0) | (1 << 1)  # abstract unix sockets, signals (ABI 6)
 
 
 def _syscall(nr, *args):
-    import ctypes
-
+    ctypes = load_ctypes()
     libc = load_libc()
     libc.syscall.restype = ctypes.c_long
     return libc.syscall(ctypes.c_long(nr), *args)
@@ -374,8 +393,7 @@ def _syscall(nr, *args):
 
 def landlock_abi() -> int:
     """The Landlock ABI version the kernel offers (0: none)."""
-    import ctypes
-
+    ctypes = load_ctypes()
     return max(0, _syscall(SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), ctypes.c_uint(1)))
 
 
@@ -383,8 +401,7 @@ def landlock_confine(workdir, abi):
     """Confine this process and its children: file-system writes only below `workdir` (and to /dev/null); with ABI 4
     no TCP bind/connect; with ABI 6 no signal to, and no abstract unix socket of, any process outside the domain.
     Landlock also denies ptrace (and so /proc/<pid>/mem) of processes outside the domain at every ABI."""
-    import ctypes
-
+    ctypes = load_ctypes()
     fs = LANDLOCK_WRITE | (LANDLOCK_REFER if abi >= 2 else 0) | (LANDLOCK_TRUNCATE if abi >= 3 else 0)
     attr = struct.pack("=QQQ", fs, LANDLOCK_NET_TCP if abi >= 4 else 0, LANDLOCK_SCOPE if abi >= 6 else 0)
     size = 8 if abi < 4 else 16 if abi < 6 else 24

@@ -28,7 +28,6 @@ import json
 import math
 import os
 import resource
-import secrets
 import select
 import shutil
 import signal
@@ -52,6 +51,34 @@ kernel = _load("_sandbox_kernel")
 
 _SNAPSHOT = None
 _SECCOMP = kernel.seccomp_filter()
+_CAPSET = None  # capset(2) arguments that empty every capability set (user namespace only)
+RUN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"}  # + HOME, TMPDIR
+WORKDIR = "/tmp/run"  # each run's working dir inside the private tmpfs (namespaces granted)
+
+
+def _prepare_runners(info):
+    """What every runner would otherwise redo: done once in the zygote, and inherited through fork. A runner then
+    only does what depends on its own run (fds, working dir, rlimits) and the privilege drop. The zygote itself never
+    execs and runs no untrusted code, so none of this weakens it. The seccomp filter (no connect() to the host's unix
+    sockets, even from a program a runner execs) is the zygote's own from here on, so every runner starts under it."""
+    global _CAPSET
+    os.environ.clear()  # the runner's environment, scrubbed (the zygote was started with PATH and LANG only)
+    os.environ.update(RUN_ENV)
+    if info["mountns"]:
+        os.environ.update({"HOME": WORKDIR, "TMPDIR": WORKDIR})
+    # every signal is at its default (`_default_signals`) but this one:
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead of killing the runner
+    libc = kernel.load_libc()
+    if _SECCOMP is not None:  # no AF_UNIX socket(), memfd_create, keyrings, io_uring: for us and every runner
+        kernel.check(libc.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))  # we never exec: nothing to lose
+        kernel.install_seccomp(_SECCOMP)  # once here: the kernel compiles each filter it is given
+    for name in ("unshare", "prctl", "capset"):  # resolved once here, not in every runner
+        getattr(libc, name)
+    for name in ("ctypes", "_ctypes", "ctypes._endian"):  # a fresh `import ctypes` in a program hits the audit hook
+        sys.modules.pop(name, None)  # (`kernel.CTYPES` keeps ours)
+    if info["userns"]:
+        kernel.drop_bounding_set()  # runners drop the rest of their capabilities with one capset
+        _CAPSET = kernel.capset_args()
 
 
 def _program(job, compiled, info, workdir, fds):
@@ -59,16 +86,15 @@ def _program(job, compiled, info, workdir, fds):
     fds into place, locks itself down, hands over to the harness. Never returns."""
     try:
         os.setsid()  # own session and process group: kill(0) and killpg() reach the program's processes only
+        libc = kernel.load_libc()
         if info["netns"]:  # SysV shared memory, semaphores and message queues of its own, freed when the run ends
-            kernel.unshare(kernel.CLONE_NEWIPC)
+            kernel.check(libc.unshare(kernel.CLONE_NEWIPC))
         out_w, err_w, res_w, tok_r = fds
         high = [os.dup(fd) for fd in (out_w, err_w, res_w, tok_r)]
         null = os.open(os.devnull, os.O_RDONLY)
         for target, fd in zip((0, 1, 2, 3, 4), (null, *high)):
-            os.dup2(fd, target)
+            os.dup2(fd, target, inheritable=target < 3)  # result + token channels never reach programs it execs
         os.closerange(5, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
-        os.set_inheritable(3, False)  # result + token channels never reach programs the user code execs
-        os.set_inheritable(4, False)
         os.chdir(workdir)
         lim = job["limits"]
         cpu = job["cpu_seconds"]
@@ -87,11 +113,8 @@ def _program(job, compiled, info, workdir, fds):
             os.setgid(info["uid"])
             os.setuid(info["uid"])  # a uid of our own: RLIMIT_NPROC applies, host files are read-only to us
         elif info["userns"]:
-            kernel.drop_capabilities()
-        libc = kernel.load_libc()
+            kernel.drop_capabilities(_CAPSET)  # the bounding set is empty already (`_prepare_runners`)
         kernel.check(libc.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))  # setuid binaries cannot raise privileges
-        if _SECCOMP is not None:  # no connect() to the host's unix sockets, even from a program it execs
-            kernel.install_seccomp(_SECCOMP)
         kernel.check(libc.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0))  # supervisor gone -> we are gone
         # Not dumpable: no process of ours (the program's own children included) may ptrace or process_vm_readv us,
         # which would read the token. As root the uid change already did this; in a user namespace nothing did.
@@ -99,16 +122,10 @@ def _program(job, compiled, info, workdir, fds):
         if not info["pidns"] and info["landlock"]:  # weak mode: Landlock keeps signals, ptrace and writes inside
             kernel.landlock_confine(workdir, info["landlock"])
         del libc
-        kernel.LIBC = None
-        for name in ("ctypes", "_ctypes", "ctypes._endian"):  # a fresh `import ctypes` now hits the audit hook
-            sys.modules.pop(name, None)
-        os.environ.clear()
-        os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": workdir, "TMPDIR": workdir,
-                           "LANG": "C.UTF-8", "PYTHONHASHSEED": "0"})  # fmt: skip
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE, signal.SIGCHLD):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # oversized writes fail with EFBIG instead of killing us
-        harness.run(job, compiled, _SNAPSHOT, network_block=not info["netns"], proc_visible=not info["mountns"])
+        kernel.LIBC = kernel.CTYPES = None
+        if not info["mountns"]:  # the environment is the zygote's (`_prepare_runners`), but for the working dir
+            os.environ.update({"HOME": workdir, "TMPDIR": workdir})
+        harness.run(job, compiled, _SNAPSHOT)
     except BaseException:
         pass
     os._exit(70)
@@ -181,6 +198,17 @@ def _cleanup(info, deadline):
         time.sleep(0.002)
 
 
+def _remove(path):
+    """Remove what a program left at `path`: a directory tree, a file, or a symlink (removed, never followed). A file
+    or symlink left behind would reach the next program, and one in place of the working dir would fail every run."""
+    try:
+        os.unlink(path)
+    except IsADirectoryError:
+        shutil.rmtree(path, ignore_errors=True)
+    except OSError:
+        pass
+
+
 _COMPILED = {}
 
 
@@ -206,9 +234,12 @@ def _supervise(job, info):
     limits, compiled = job["limits"], _compile_tests(job)
     job["cpu_seconds"] = int(math.ceil(job["timeout"])) + 1
     if info["mountns"]:
-        workdir = "/tmp/run"  # inside our private tmpfs
-        shutil.rmtree(workdir, ignore_errors=True)  # normally gone already
-        os.mkdir(workdir, 0o700)
+        workdir = WORKDIR  # inside our private tmpfs
+        try:
+            os.mkdir(workdir, 0o700)
+        except FileExistsError:  # normally removed after the last run
+            _remove(workdir)
+            os.mkdir(workdir, 0o700)
         if info["drop_uid"]:
             os.chown(workdir, info["uid"], info["uid"])
     else:
@@ -218,26 +249,26 @@ def _supervise(job, info):
         if info["drop_uid"]:
             os.chown(workdir, info["uid"], info["uid"])
     pipes = [os.pipe() for _ in range(4)]  # stdout, stderr, result, token
+    caps = {pipes[0][0]: limits["output_bytes"], pipes[1][0]: limits["output_bytes"], pipes[2][0]: 1 << 26}
+    bufs = {fd: bytearray() for fd in caps}
+    for fd in caps:
+        os.set_blocking(fd, False)
+    open_fds, timed_out, status = set(caps), False, None
     start = time.monotonic()
+    deadline = start + job["timeout"]
     # A fresh PID namespace per program: kill(-1), getppid(), killpg() and ptrace reach only its own processes, and
     # when its PID 1 (the program) dies, the kernel kills the rest.
     pid = kernel.fork_in_new_pid_namespace() if info["pidns"] else os.fork()
     if pid == 0:
         _program(job, compiled, info, workdir, (pipes[0][1], pipes[1][1], pipes[2][1], pipes[3][0]))
+    # Little work while the runner lives (each page written now is copied for us), most of it prepared above.
     for _r, w in pipes[:3]:
         os.close(w)
     os.close(pipes[3][0])
-    token = secrets.token_hex(16).encode()  # generated after the fork: it never existed in the child's memory
+    token = os.urandom(16).hex().encode()  # generated after the fork: it never existed in the child's memory
     os.write(pipes[3][1], token)
     os.close(pipes[3][1])
-
-    caps = {pipes[0][0]: limits["output_bytes"], pipes[1][0]: limits["output_bytes"], pipes[2][0]: 1 << 26}
-    bufs = {fd: bytearray() for fd in caps}
-    for fd in caps:
-        os.set_blocking(fd, False)
     pidfd = os.pidfd_open(pid) if hasattr(os, "pidfd_open") else None
-    deadline = start + job["timeout"]
-    open_fds, timed_out, status = set(caps), False, None
     while status is None:
         now = time.monotonic()
         if now >= deadline:
@@ -268,10 +299,10 @@ def _supervise(job, info):
     try:
         os.rmdir(workdir)  # the usual case: the program wrote nothing
     except OSError:
-        shutil.rmtree(workdir, ignore_errors=True)
+        _remove(workdir)
     if info["mountns"] and info["userns"]:  # the program owns our /tmp in a user namespace: leave nothing behind
         for name in set(os.listdir("/tmp")) - kernel.KEPT_IN_TMP:
-            shutil.rmtree(os.path.join("/tmp", name), ignore_errors=True)
+            _remove(os.path.join("/tmp", name))
 
     out, err, res = (bytes(bufs[p[0]]) for p in pipes[:3])
     exit_code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
@@ -318,15 +349,29 @@ def _run_one(job, info):
         return {"status": "error", "detail": f"sandbox failure: {exc!r}"}
 
 
+def _default_signals():
+    """Every signal at its default disposition, none blocked. SIG_IGN and the signal mask survive execve, and `Popen`
+    restores only SIGPIPE and SIGXFSZ: a caller that ignores SIGCHLD would break our `waitpid`, and one that ignores
+    or blocks SIGTERM or SIGHUP would pass that on to every program (and to what it execs)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    for sig in signal.valid_signals():
+        if sig not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                signal.signal(sig, signal.SIG_DFL)
+            except (OSError, ValueError):  # signals the C library reserves for itself
+                pass
+
+
 def main(argv):
+    _default_signals()  # first: `setup_zygote` waits for children
     uid = int(argv[argv.index("--uid") + 1])
     tmpfs_bytes = int(argv[argv.index("--tmpfs-bytes") + 1]) if "--tmpfs-bytes" in argv else 64 << 20
     info = kernel.setup_zygote(uid, "--no-namespaces" not in argv, tmpfs_bytes)
+    _prepare_runners(info)
     harness.preload()
     global _SNAPSHOT
-    _SNAPSHOT = harness.snapshot()  # the interpreter state every runner starts from, taken once
+    _SNAPSHOT = harness.snapshot(network_block=not info["netns"], proc_visible=not info["mountns"])
     gc.freeze()  # forked runners then share these pages instead of copying them on the first collection
-    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     _send(1, info)
     while (jobs := _recv(0)) is not None:
         _send(1, [_run_one(job, info) for job in jobs])

@@ -32,8 +32,8 @@ Where the kernel refuses these namespaces (`kernel.unprivileged_userns_clone=0`,
 (warned once): the program then runs as the caller's uid in its own session only, so it can signal and ptrace the
 caller's processes; only an audit hook blocks sockets and program execution.
 
-Not a proof of security: it shares the host kernel (seccomp filters only AF_UNIX sockets, memfd_create and io_uring), world-readable
-host files stay readable, and `memory_bytes` bounds each process, not their sum (up to `processes` of them).
+Not a proof of security: it shares the host kernel (seccomp filters only AF_UNIX sockets, memfd_create, the keyrings
+and io_uring), world-readable host files stay readable, and `memory_bytes` bounds each process, not their sum (up to `processes` of them).
 Verdict integrity inside the process is the harness's job, see `_sandbox_harness.py`.
 """
 
@@ -242,8 +242,9 @@ class _Zygote:
                "--tmpfs-bytes", str(config.tmpfs_bytes)]  # fmt: skip
         if not config.namespaces:
             cmd.append("--no-namespaces")
+        env = {**_clean_env(), "LD_BIND_NOW": "1"}  # no lazy symbol binding in every runner (the zygote scrubs it)
         self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_clean_env(),
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
             close_fds=True, start_new_session=True, cwd="/",
         )  # fmt: skip
         self.info = self._recv(60.0)
@@ -253,7 +254,7 @@ class _Zygote:
         try:
             _check_isolation(self.info, config.allow_weak_isolation)
         except SandboxIsolationError:
-            self.kill()
+            self.kill(grace=2.0)  # idle: it exits at once
             raise
 
     def _recv(self, timeout):
@@ -282,7 +283,17 @@ class _Zygote:
             return None
         return results if isinstance(results, list) and len(results) == len(jobs) else None
 
-    def kill(self):
+    def kill(self, grace: float = 0.0):
+        """Stop the worker. With `grace`, first let it exit (EOF on its stdin) for that long: then it and, not root,
+        the PID 1 of its namespace are reaped by their own parents. Killed outright, that PID 1 is orphaned and stays
+        a zombie until the machine's init reaps it."""
+        if grace:
+            try:
+                self.proc.stdin.close()
+                self.proc.wait(grace)
+                return  # the whole group is gone: its pid may be reused, so no killpg now
+            except (OSError, subprocess.TimeoutExpired):
+                pass
         try:
             os.killpg(self.proc.pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -390,17 +401,29 @@ class LocalSandboxProvider(CodeExecutionProvider):
         if not requests:
             return []
         workers = min(self.max_workers, len(requests))
-        # A few jobs per round trip keep each zygote busy between replies; small chunks keep the load balanced.
-        size = max(1, min(8, len(requests) // (4 * workers)))
-        chunks = [requests[i : i + size] for i in range(0, len(requests), size)]
+        # A few jobs per round trip keep each zygote busy between replies; chunks shrink towards the end of the batch
+        # (guided scheduling), so that no worker is left with a long last chunk while the others are idle.
+        chunks, start = [], 0
+        while start < len(requests):
+            size = max(1, min(8, (len(requests) - start) // (2 * workers)))
+            chunks.append(requests[start : start + size])
+            start += size
         if len(chunks) == 1:
             return self._execute_chunk(chunks[0])
         with ThreadPoolExecutor(workers) as pool:
             return [result for part in pool.map(self._execute_chunk, chunks) for result in part]
 
     def close(self) -> None:
+        zygotes = []
         while not self._idle.empty():
-            self._idle.get().kill()
+            zygotes.append(self._idle.get())
+        for zygote in zygotes:  # all told at once: they exit side by side
+            try:
+                zygote.proc.stdin.close()
+            except OSError:
+                pass
+        for zygote in zygotes:
+            zygote.kill(grace=2.0)
         self._started = 0
 
     def __del__(self):
