@@ -77,7 +77,7 @@ def test_whiten_advantages(trainer, args_of, whiten):
     args_of(whiten_advantages=whiten)
     batch = _rollout(trainer)
     mask = batch["loss_mask"]
-    gae, returns = ppo_math.gae_advantages(batch["rewards"], batch["old_values"], mask, 1.0, 0.95)
+    gae, returns = ppo_math.gae_advantages(batch["rewards"], batch["old_values"], mask, 1.0, trainer.args.lam)
     expected = ppo_math.masked_whiten(gae, mask) if whiten else gae
     torch.testing.assert_close(batch["advantages"], expected)
     torch.testing.assert_close(batch["returns"], returns)  # returns come from the raw advantages either way
