@@ -8,8 +8,8 @@
 Four tasks, four reward shapes, each on a tiny local model (`trl_ppo_plus.tiny`), no network:
 
 1. `sparse_token`: a random-init 2-layer Llama; the score is the fraction of characters that are digits (start ≈ 0.01).
-2. `sparse_terminal`: same model; 1.0 if the completion contains the exact target string `7`, else 0 (start ≈ 0.03).
-3. `dense`: same model; the fraction of characters that are lower-case vowels (start ≈ 0.1, every sample differs).
+2. `sparse_terminal`: same model; 1.0 if the completion contains the exact target string `7`, else 0 (start ≈ 0.015).
+3. `dense`: same model; the fraction of characters that are lower-case vowels (start ≈ 0.19, every sample differs).
 4. `arithmetic`: the demo's verifiable task (`trl_ppo_plus.demo_task`) and reward (`make_math_reward`), from the
    demo's SFT checkpoint (its tiny Qwen2 and SFT recipe, cached under `--workdir`), 0/1 per completion.
 
@@ -54,7 +54,17 @@ ABLATION = {
     "loss_aggregation=seq-mean-token-sum": {"loss_aggregation": "seq-mean-token-sum"},
     "lam_critic=1.0": {"lam_critic": 1.0},
     "lam_actor_length_alpha=0.05": {"lam_actor_length_alpha": 0.05},
-    "TRL 1.12 defaults": {"num_ppo_epochs": 4, "reward_normalization": "none", "whiten_advantages": True},
+    "kl_coef=0.05": {"kl_coef": 0.05},
+    "lam=0.95": {"lam": 0.95},
+    "vf_coef=0.1": {"vf_coef": 0.1},
+    "TRL 1.12 defaults": {
+        "num_ppo_epochs": 4,
+        "reward_normalization": "none",
+        "whiten_advantages": True,
+        "kl_coef": 0.05,
+        "lam": 0.95,
+        "vf_coef": 0.1,
+    },
 }
 
 

@@ -93,8 +93,8 @@ class PPOConfig(GRPOConfig):
             Clip range of the value prediction around the rollout-time value.
         vf_coef (`float`, *optional*, defaults to `0.5`):
             Weight of the value loss in the total loss. 0.5 as CleanRL and Stable-Baselines3 (TRL ≤ 1.12 used 0.1):
-            the critic is PPO's only baseline, and at 0.1 a fresh value head takes ~30 rollouts to reach the mean
-            score, so every advantage carries the score's mean meanwhile (`benchmarks/learning_suite.py`, issue 18).
+            the critic is PPO's only baseline, and at 0.1 a fresh value head lags the mean score for tens of rollouts,
+            every advantage carrying that mean meanwhile (`benchmarks/learning_suite.py`, dense task).
         clip_value_loss (`bool`, *optional*, defaults to `True`):
             Use the clipped value loss 0.5·max((V−R)², (clip(V)−R)²); `False` gives the plain squared error.
         gamma (`float`, *optional*, defaults to `1.0`):
@@ -254,7 +254,7 @@ class PPOConfig(GRPOConfig):
     # PPO objective
     cliprange: float = field(default=0.2, metadata={"help": "Clip range ε of the surrogate objective (0.1–0.3)."})
     cliprange_value: float = field(default=0.2, metadata={"help": "Clip range of the value prediction."})
-    # 0.5 (was 0.1): a value head at 0.1 lags the mean score for ~30 rollouts, and the advantages carry that mean.
+    # 0.5 (was 0.1): a value head at 0.1 lags the mean score for tens of rollouts; the advantages carry that mean.
     vf_coef: float = field(default=0.5, metadata={"help": "Weight of the value loss (CleanRL, SB3: 0.5; TRL: 0.1)."})
     clip_value_loss: bool = field(default=True, metadata={"help": "Use the clipped value loss 0.5·max(...)."})
     gamma: float = field(default=1.0, metadata={"help": "GAE discount γ in (0, 1]."})
