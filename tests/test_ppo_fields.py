@@ -74,10 +74,10 @@ def test_whiten_rewards(trainer, args_of):
 
 @pytest.mark.parametrize("whiten", [True, False])
 def test_whiten_advantages(trainer, args_of, whiten):
-    args_of(whiten_advantages=whiten)
+    args_of(whiten_advantages=whiten, lam=0.95)  # λ < 1: at λ = γ = 1 GAE telescopes and would not read `lam`
     batch = _rollout(trainer)
     mask = batch["loss_mask"]
-    gae, returns = ppo_math.gae_advantages(batch["rewards"], batch["old_values"], mask, 1.0, trainer.args.lam)
+    gae, returns = ppo_math.gae_advantages(batch["rewards"], batch["old_values"], mask, 1.0, 0.95)
     expected = ppo_math.masked_whiten(gae, mask) if whiten else gae
     torch.testing.assert_close(batch["advantages"], expected)
     torch.testing.assert_close(batch["returns"], returns)  # returns come from the raw advantages either way
