@@ -160,7 +160,7 @@ class PPOConfig(GRPOConfig):
         kl_coef (`float`, *optional*, defaults to `0.01`):
             Initial KL coefficient β. A GRPO script's non-zero `beta` is read as `kl_coef`. 0.01 as OpenRLHF's
             `init_kl_coef` (TRL ≤ 1.12 used 0.05): on unit-variance scores (`reward_normalization`), 0.05 per token
-            summed over a drifted completion costs more than a score's standard deviation (issue 18).
+            summed over a drifted completion costs up to 1.5 score standard deviations (issue 18, lr 1e-2).
         kl_estimator (`str`, *optional*, defaults to `"k1"`):
             Per-token KL estimator between policy and reference: `"k1"` (−log r), `"k2"` (½(log r)²) or `"k3"`
             ((r−1)−log r), http://joschu.net/blog/kl-approx.html.
@@ -300,7 +300,7 @@ class PPOConfig(GRPOConfig):
     )
 
     # Rewards and the KL penalty
-    # 0.01 (was 0.05): on unit-variance scores, β = 0.05 summed over a drifted completion outweighs the score.
+    # 0.01 (was 0.05): on unit-variance scores, β = 0.05 summed over a drifted completion costs up to 1.5 score stds.
     kl_coef: float = field(default=0.01, metadata={"help": "Initial KL coefficient β (OpenRLHF: 0.01; TRL: 0.05)."})
     kl_estimator: str = field(default="k1", metadata={"help": "Per-token KL estimator: k1, k2 or k3."})
     kl_penalty: str = field(default="reward", metadata={"help": "Where the KL goes: 'reward' (per token) or 'loss'."})
