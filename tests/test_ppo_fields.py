@@ -85,6 +85,18 @@ def test_whiten_advantages(trainer, args_of, whiten):
     assert (abs(mean) < 1e-5) == whiten
 
 
+def test_lam_critic_gives_the_returns_and_lam_the_advantages(trainer, args_of):
+    # At the default λ = 1 `lam_critic=1.0` is a no-op; with λ = 0.95 the two GAE passes differ (VAPO).
+    args_of(whiten_advantages=False, lam=0.95, lam_critic=1.0)
+    batch = _rollout(trainer)
+    rewards, values, mask = batch["rewards"], batch["old_values"], batch["loss_mask"]
+    actor, _ = ppo_math.gae_advantages(rewards, values, mask, 1.0, 0.95)
+    _, critic = ppo_math.gae_advantages(rewards, values, mask, 1.0, 1.0)
+    torch.testing.assert_close(batch["advantages"], actor)
+    torch.testing.assert_close(batch["returns"], critic)
+    assert not torch.allclose(critic, actor + values * mask)  # the returns are not the policy's λ-returns
+
+
 @pytest.mark.parametrize("clip, cliprange_value", [(False, 0.1), (True, 0.1), (True, 10.0)])
 def test_clip_value_loss_and_cliprange_value(trainer, args_of, clip, cliprange_value):
     args_of(clip_value_loss=clip, cliprange_value=cliprange_value)
