@@ -97,6 +97,17 @@ def test_lam_critic_gives_the_returns_and_lam_the_advantages(trainer, args_of):
     assert not torch.allclose(critic, actor + values * mask)  # the returns are not the policy's λ-returns
 
 
+def test_vf_coef_weights_the_value_loss(trainer, args_of):
+    batch = _rollout(trainer)
+    losses = {}
+    for vf_coef in (0.1, 0.5):
+        args_of(vf_coef=vf_coef)
+        losses[vf_coef] = trainer._compute_loss(trainer.model, batch).item()
+    value_loss = trainer._metrics["train"]["loss/value_avg"][-1]
+    assert value_loss > 0
+    assert losses[0.5] - losses[0.1] == pytest.approx(0.4 * value_loss, rel=1e-4)
+
+
 @pytest.mark.parametrize("clip, cliprange_value", [(False, 0.1), (True, 0.1), (True, 10.0)])
 def test_clip_value_loss_and_cliprange_value(trainer, args_of, clip, cliprange_value):
     args_of(clip_value_loss=clip, cliprange_value=cliprange_value)
