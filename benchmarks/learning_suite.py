@@ -8,10 +8,10 @@
 Four tasks, four reward shapes, each on a tiny local model (`trl_ppo_plus.tiny`), no network:
 
 1. `sparse_token`: a random-init 2-layer Llama; the score is the fraction of characters that are digits (start ≈ 0.01).
-2. `sparse_terminal`: same model; 1.0 if the completion contains the exact target string `7`, else 0 (start ≈ 0.03).
-3. `dense`: same model; the fraction of characters that are lower-case vowels (start ≈ 0.1, every sample differs).
-4. `arithmetic`: the demo's verifiable task (`trl_ppo_plus.demo_task`) and reward (`make_math_reward`), from a
-   briefly SFT-ed tiny Qwen2 (cached), 0/1 per completion.
+2. `sparse_terminal`: same model; 1.0 if the completion contains the exact target string `7`, else 0 (start ≈ 0.015).
+3. `dense`: same model; the fraction of characters that are lower-case vowels (start ≈ 0.19, every sample differs).
+4. `arithmetic`: the demo's verifiable task (`trl_ppo_plus.demo_task`) and reward (`make_math_reward`), from the
+   demo's SFT checkpoint (its tiny Qwen2 and SFT recipe, cached under `--workdir`), 0/1 per completion.
 
 Every run samples `--rollouts` rollouts of 16 completions × `--length` tokens at temperature 1.0 and the same lr;
 GRPO and RLOO keep their TRL defaults otherwise (GRPO: groups of 8, β = 0; RLOO: groups of 2, β = 0.05), PPO keeps
@@ -54,7 +54,17 @@ ABLATION = {
     "loss_aggregation=seq-mean-token-sum": {"loss_aggregation": "seq-mean-token-sum"},
     "lam_critic=1.0": {"lam_critic": 1.0},
     "lam_actor_length_alpha=0.05": {"lam_actor_length_alpha": 0.05},
-    "TRL 1.12 defaults": {"num_ppo_epochs": 4, "reward_normalization": "none", "whiten_advantages": True},
+    "kl_coef=0.05": {"kl_coef": 0.05},
+    "lam=0.95": {"lam": 0.95},
+    "vf_coef=0.1": {"vf_coef": 0.1},
+    "TRL 1.12 defaults": {
+        "num_ppo_epochs": 4,
+        "reward_normalization": "none",
+        "whiten_advantages": True,
+        "kl_coef": 0.05,
+        "lam": 0.95,
+        "vf_coef": 0.1,
+    },
 }
 
 
@@ -108,13 +118,13 @@ def _text_prompts(n: int = 64):
 
 
 def _arithmetic(seed: int, workdir: Path):
-    """The demo task from a tiny Qwen2 SFT-ed for 150 steps (partly right: RL has something to fix); cached."""
+    """The demo task from the demo's SFT checkpoint (its recipe: partly right, so RL has something to fix); cached."""
     from trl_ppo_plus.demo import DemoConfig, _build_model, _sft, splits
     from trl_ppo_plus.rewards import make_math_reward
 
-    cfg = DemoConfig(seed=seed, hidden_size=64, num_hidden_layers=2, sft_steps=150, wordings=2)
+    cfg = DemoConfig(seed=seed)  # the demo's model and SFT: held-out greedy accuracy ≈ 35% (seed 0)
     train, _ = splits(cfg)
-    cache = workdir / f"arithmetic-sft-seed{seed}"
+    cache = workdir / f"arithmetic-demo-sft-seed{seed}"
     if not (cache / "sft" / "config.json").exists():
         _sft(cfg, _build_model(cfg), train, cache)
     return str(cache / "sft"), train.remove_columns("completion"), make_math_reward(strict=True), 20

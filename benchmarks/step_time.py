@@ -9,8 +9,8 @@ completion length (`min_new_tokens = max_completion_length = --length`, so no ru
 step per rollout (PPO `num_ppo_epochs=1, num_mini_batches=1`; GRPO `num_iterations=1`) and the same learning rate:
 
 - `PPO`: `num_generations=1`, `--batch` prompts; critic = value head on the policy trunk (the default), a frozen
-  reference copy (default `kl_coef=0.05`). One optimizer step per rollout, so PPOTrainer takes its fast path
-  (`trl_ppo_plus/fast_path.py`): a rollout = generate, rewards; then the reference forward, one policy forward
+  reference copy (`kl_coef=0.05`, TRL ≤ 1.12's default). One optimizer step per rollout, so PPOTrainer takes its
+  fast path (`trl_ppo_plus/fast_path.py`): a rollout = generate, rewards; then the reference forward, one policy forward
   (log-probs + values, which also serve as the rollout's), KL, GAE, backward, optimizer step.
 - `PPO kl_coef=0`: the same without a KL penalty, so PPOTrainer builds no reference model: like-for-like with
   GRPO's default below (a rollout = generate, rewards; then one forward/backward/step).

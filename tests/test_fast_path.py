@@ -41,8 +41,10 @@ def _assert_same_step(fast, slow):
     fast_params, slow_params = dict(fast.model.named_parameters()), dict(slow.model.named_parameters())
     assert fast_params.keys() == slow_params.keys()
     moved = 0
+    # atol 1e-5 = 1e-3 of an Adam step at lr 1e-2: the loss forward (with grad) and the rollout forward (no grad)
+    # round apart by ~1e-7 relative, which `whiten_rewards` amplifies to 2.2e-6 at lam 1.0, vf_coef 0.5.
     for name, p in fast_params.items():
-        torch.testing.assert_close(p, slow_params[name], rtol=1e-5, atol=1e-6, msg=name)
+        torch.testing.assert_close(p, slow_params[name], rtol=1e-5, atol=1e-5, msg=name)
         moved += p.requires_grad
     assert moved and any(name.startswith("ppo_critic.") for name in fast_params)  # policy and critic compared
     fast_logs, slow_logs = fast.state.log_history, slow.state.log_history

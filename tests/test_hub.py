@@ -351,6 +351,7 @@ def test_callbacks_bind_at_construction_and_save_model_publishes_the_full_card(t
     metrics = {m["name"]: m["value"] for r in results for m in r["metrics"]}
     assert metrics["accuracy"] == evaluator.last_results.metrics["eval/accuracy"] == 1.0
     info = json.loads((out / RUN_INFO_FILE).read_text())
-    assert info["kl_controller"]["init_kl_coef"] == 0.05 and info["kl_controller"]["final_kl_coef"] != 0.05  # β moved
+    init = args.kl_coef
+    assert info["kl_controller"]["init_kl_coef"] == init and info["kl_controller"]["final_kl_coef"] != init  # β moved
     assert info["reward_funcs"] == [{"name": "digit_reward", "weight": 1.0, "kind": "custom"}]
     assert (out / "training_curves.png").exists() and "training_curves.png" in card

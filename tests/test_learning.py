@@ -3,7 +3,7 @@
 A random-init 2-layer Llama, 16 completions × 8 tokens per rollout, lr 3e-3: the settings at which TRL's GRPOTrainer
 learns. The reward is this test's own (not the learning suite's): a tenth of the fraction of a completion's characters
 that are upper-case letters, about 0.0075 at the start. With raw scores (`reward_normalization="none"`, the old
-default) the per-token KL penalty (β = 0.05, summed over the completion) outweighs a score this small.
+default, with β = 0.05 as then) the per-token KL penalty summed over the completion outweighs a score this small.
 TRL's GRPOTrainer at these settings (its defaults, 40 rollouts, seed 0; measured once, not run here): mean score
 0.0075 over the first 10 rollouts → 0.0174 over the last 10. PPO's defaults must pass THRESHOLD, which GRPO passes.
 """

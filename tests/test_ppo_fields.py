@@ -74,7 +74,7 @@ def test_whiten_rewards(trainer, args_of):
 
 @pytest.mark.parametrize("whiten", [True, False])
 def test_whiten_advantages(trainer, args_of, whiten):
-    args_of(whiten_advantages=whiten)
+    args_of(whiten_advantages=whiten, lam=0.95)  # λ < 1: at λ = γ = 1 GAE telescopes and would not read `lam`
     batch = _rollout(trainer)
     mask = batch["loss_mask"]
     gae, returns = ppo_math.gae_advantages(batch["rewards"], batch["old_values"], mask, 1.0, 0.95)
@@ -83,6 +83,29 @@ def test_whiten_advantages(trainer, args_of, whiten):
     torch.testing.assert_close(batch["returns"], returns)  # returns come from the raw advantages either way
     mean = ppo_math.masked_mean(batch["advantages"], mask).item()
     assert (abs(mean) < 1e-5) == whiten
+
+
+def test_lam_critic_gives_the_returns_and_lam_the_advantages(trainer, args_of):
+    # At the default λ = 1 `lam_critic=1.0` is a no-op; with λ = 0.95 the two GAE passes differ (VAPO).
+    args_of(whiten_advantages=False, lam=0.95, lam_critic=1.0)
+    batch = _rollout(trainer)
+    rewards, values, mask = batch["rewards"], batch["old_values"], batch["loss_mask"]
+    actor, _ = ppo_math.gae_advantages(rewards, values, mask, 1.0, 0.95)
+    _, critic = ppo_math.gae_advantages(rewards, values, mask, 1.0, 1.0)
+    torch.testing.assert_close(batch["advantages"], actor)
+    torch.testing.assert_close(batch["returns"], critic)
+    assert not torch.allclose(critic, actor + values * mask)  # the returns are not the policy's λ-returns
+
+
+def test_vf_coef_weights_the_value_loss(trainer, args_of):
+    batch = _rollout(trainer)
+    losses = {}
+    for vf_coef in (0.1, 0.5):
+        args_of(vf_coef=vf_coef)
+        losses[vf_coef] = trainer._compute_loss(trainer.model, batch).item()
+    value_loss = trainer._metrics["train"]["loss/value_avg"][-1]
+    assert value_loss > 0
+    assert losses[0.5] - losses[0.1] == pytest.approx(0.4 * value_loss, rel=1e-4)
 
 
 @pytest.mark.parametrize("clip, cliprange_value", [(False, 0.1), (True, 0.1), (True, 10.0)])

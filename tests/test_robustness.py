@@ -101,7 +101,8 @@ def test_rollout_func_env_mask_gaps_are_skipped_by_gae(tiny_model_path, tmp_path
     trainer = PPOTrainer(
         model=tiny_model_path,
         reward_funcs=DigitReward(tiny_model_path),
-        args=fast_args(tmp_path, max_steps=1, whiten_advantages=False, kl_coef=0.5),
+        # λ < 1: at λ = γ = 1 GAE telescopes, and skipping the gaps or not would give the same advantages.
+        args=fast_args(tmp_path, max_steps=1, whiten_advantages=False, kl_coef=0.5, lam=0.95),
         train_dataset=prompts_dataset(8),
         rollout_func=rollout_func,
     )

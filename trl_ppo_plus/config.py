@@ -91,14 +91,18 @@ class PPOConfig(GRPOConfig):
             update. Usually 0.1–0.3 (Schulman et al. 2017).
         cliprange_value (`float`, *optional*, defaults to `0.2`):
             Clip range of the value prediction around the rollout-time value.
-        vf_coef (`float`, *optional*, defaults to `0.1`):
-            Weight of the value loss in the total loss. TRL used 0.1, CleanRL 0.5.
+        vf_coef (`float`, *optional*, defaults to `0.5`):
+            Weight of the value loss in the total loss. 0.5 as CleanRL and Stable-Baselines3 (TRL ≤ 1.12 used 0.1):
+            the critic is PPO's only baseline, and at 0.1 a fresh value head lags the mean score for tens of rollouts,
+            every advantage carrying that mean meanwhile (`benchmarks/learning_suite.py`, dense task).
         clip_value_loss (`bool`, *optional*, defaults to `True`):
             Use the clipped value loss 0.5·max((V−R)², (clip(V)−R)²); `False` gives the plain squared error.
         gamma (`float`, *optional*, defaults to `1.0`):
             Discount factor of GAE, in (0, 1]. 1.0 is the RLHF convention (episodes are short and finite).
-        lam (`float`, *optional*, defaults to `0.95`):
+        lam (`float`, *optional*, defaults to `1.0`):
             GAE λ in [0, 1]: 0 is one-step TD (low variance, biased), 1 is Monte-Carlo returns (unbiased, noisy).
+            1.0 as veRL's `algorithm.lam` (TRL ≤ 1.12 used 0.95): with one terminal score per completion, λ < 1 only
+            bootstraps from a critic that is still learning.
         whiten_rewards (`bool`, *optional*, defaults to `False`):
             Whiten the per-token rewards (scale only, mean kept) before GAE.
         whiten_advantages (`bool`, *optional*, defaults to `False`):
@@ -153,8 +157,10 @@ class PPOConfig(GRPOConfig):
 
         > Rewards and the KL penalty
 
-        kl_coef (`float`, *optional*, defaults to `0.05`):
-            Initial KL coefficient β. A GRPO script's non-zero `beta` is read as `kl_coef`.
+        kl_coef (`float`, *optional*, defaults to `0.01`):
+            Initial KL coefficient β. A GRPO script's non-zero `beta` is read as `kl_coef`. 0.01 as OpenRLHF's
+            `init_kl_coef` (TRL ≤ 1.12 used 0.05): on unit-variance scores (`reward_normalization`), 0.05 per token
+            summed over a drifted completion costs up to 1.5 score standard deviations (issue 18, lr 1e-2).
         kl_estimator (`str`, *optional*, defaults to `"k1"`):
             Per-token KL estimator between policy and reference: `"k1"` (−log r), `"k2"` (½(log r)²) or `"k3"`
             ((r−1)−log r), http://joschu.net/blog/kl-approx.html.
@@ -248,10 +254,12 @@ class PPOConfig(GRPOConfig):
     # PPO objective
     cliprange: float = field(default=0.2, metadata={"help": "Clip range ε of the surrogate objective (0.1–0.3)."})
     cliprange_value: float = field(default=0.2, metadata={"help": "Clip range of the value prediction."})
-    vf_coef: float = field(default=0.1, metadata={"help": "Weight of the value loss (TRL 0.1, CleanRL 0.5)."})
+    # 0.5 (was 0.1): a value head at 0.1 lags the mean score for tens of rollouts; the advantages carry that mean.
+    vf_coef: float = field(default=0.5, metadata={"help": "Weight of the value loss (CleanRL, SB3: 0.5; TRL: 0.1)."})
     clip_value_loss: bool = field(default=True, metadata={"help": "Use the clipped value loss 0.5·max(...)."})
     gamma: float = field(default=1.0, metadata={"help": "GAE discount γ in (0, 1]."})
-    lam: float = field(default=0.95, metadata={"help": "GAE λ in [0, 1]."})
+    # 1.0 (was 0.95): one terminal score per completion; λ < 1 bootstraps from a critic still learning (veRL: 1.0).
+    lam: float = field(default=1.0, metadata={"help": "GAE λ in [0, 1] (veRL: 1.0; TRL ≤ 1.12: 0.95)."})
     whiten_rewards: bool = field(default=False, metadata={"help": "Whiten per-token rewards before GAE."})
     # False (was True): whitening a signal-free sparse rollout turns KL and critic noise into unit-size advantages.
     whiten_advantages: bool = field(default=False, metadata={"help": "Whiten advantages over the rollout batch."})
@@ -292,7 +300,8 @@ class PPOConfig(GRPOConfig):
     )
 
     # Rewards and the KL penalty
-    kl_coef: float = field(default=0.05, metadata={"help": "Initial KL coefficient β."})
+    # 0.01 (was 0.05): on unit-variance scores, β = 0.05 summed over a drifted completion costs up to 1.5 score stds.
+    kl_coef: float = field(default=0.01, metadata={"help": "Initial KL coefficient β (OpenRLHF: 0.01; TRL: 0.05)."})
     kl_estimator: str = field(default="k1", metadata={"help": "Per-token KL estimator: k1, k2 or k3."})
     kl_penalty: str = field(default="reward", metadata={"help": "Where the KL goes: 'reward' (per token) or 'loss'."})
     kl_controller: str = field(default="fixed", metadata={"help": "β schedule: 'fixed', 'adaptive' or 'pid'."})

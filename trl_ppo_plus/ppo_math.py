@@ -224,8 +224,8 @@ def gae_advantages(
         values: `(B, T)` critic values V_t, detached.
         mask: `(B, T)` completion mask; may have interior gaps.
         gamma: discount, usually 1.0 for language models.
-        lam: GAE lambda, trades bias (low) for variance (high); usually 0.95. A `(B,)` tensor gives each row its own
-            λ (`length_adaptive_lam`).
+        lam: GAE lambda, trades bias (low) for variance (high); 0.95 (CleanRL) or 1.0 (veRL, PPOConfig). A `(B,)`
+            tensor gives each row its own λ (`length_adaptive_lam`).
 
     Returns:
         `(advantages, returns)`, both `(B, T)` and 0 at masked positions.
