@@ -29,11 +29,10 @@ from trl_ppo_plus.rewards._sandbox_kernel import (
     MS_NODEV,
     MS_NOSUID,
     MS_PRIVATE,
-    MS_RDONLY,
     MS_REC,
-    MS_REMOUNT,
     PR_SET_NO_NEW_PRIVS,
     SYS_MOUNT_SETATTR,
+    _expose_prefix,
     check,
     install_seccomp,
     load_libc,
@@ -83,26 +82,15 @@ def _untraversable(path, uid):
 
 
 def _expose(paths, uid):
-    """In our (new, private) mount namespace: over each directory `uid` cannot enter, an empty tmpfs with only
-    `paths` bound back in, read-only."""
+    """In our (new, private) mount namespace: over each directory `uid` cannot enter, an empty read-only tmpfs with
+    only `paths` bound back in, read-only (the sandbox kernel's own `_expose_prefix`)."""
     covers = {}
     for path in paths:
         top = _untraversable(path, uid)
         if top is not None:
             covers.setdefault(top, []).append(os.path.realpath(path))
-    stage = "/tmp"  # a tmpfs of our own to stage the binds while their parent is covered
-    for i, (top, inside) in enumerate(sorted(covers.items())):
-        held = []
-        for j, path in enumerate(inside):
-            hold = os.path.join(stage, f".expose-{os.getpid()}-{i}-{j}")
-            os.mkdir(hold)
-            mount(path, hold, None, MS_BIND | MS_REC)
-            held.append((hold, path))
-        mount("tmpfs", top, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
-        for hold, path in held:
-            os.makedirs(path, mode=0o755, exist_ok=True)
-            mount(hold, path, None, MS_BIND | MS_REC)
-            mount("none", path, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    for top, inside in sorted(covers.items()):
+        _expose_prefix(top, inside)
 
 
 def _seccomp_refuse_userns():

@@ -281,8 +281,8 @@ def _caller_home():
 
 
 def _expose_prefix(top, prefixes):
-    """Over `top` put an empty read-only tmpfs holding only the Python prefixes: the interpreter works, the rest
-    stays hidden."""
+    """Over `top` put an empty read-only tmpfs holding only `prefixes` (paths below it), bound back read-only: the
+    Python prefixes, so the interpreter works and the rest stays hidden (also `tests/nonroot.py`'s exposure)."""
     stages = []
     for i, prefix in enumerate(prefixes):
         stage = f"/tmp/.python-stage-{i}"
