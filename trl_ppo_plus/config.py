@@ -204,6 +204,16 @@ class PPOConfig(GRPOConfig):
 
         > GRPOConfig fields with a PPO default (the full table: `trl_ppo_plus.grpo_fields`)
 
+        learning_rate (`float`, *optional*, defaults to `3e-6`):
+            Initial learning rate (AdamW), TRL ≤ 1.12's PPO default (GRPOConfig: `1e-6`).
+        num_generations (`int`, *optional*, defaults to `1`):
+            Completions per prompt. PPO's baseline is the critic, so 1 is enough (GRPOConfig: `8`, and at least 2);
+            groups are allowed.
+        temperature (`float`, *optional*, defaults to `0.7`):
+            Sampling temperature, TRL ≤ 1.12's PPO default (GRPOConfig: `1.0`).
+        disable_dropout (`bool`, *optional*, defaults to `True`):
+            Turn dropout off in the policy, the critic and the reference: PPO's probability ratios need it off
+            (GRPOConfig: `False`).
         num_iterations, epsilon, loss_type (`int`, `float`, `str` or `None`, *optional*, default to `None`):
             GRPO's names of `num_ppo_epochs`, `cliprange` and `loss_aggregation`; read as those when set
             (`loss_type`: `dapo`, `bnpo` → `token-mean`, `grpo` → `seq-mean-token-mean`, `dr_grpo` →
