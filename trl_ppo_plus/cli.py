@@ -9,7 +9,7 @@ USAGE = """usage: trl-ppo-plus <command> [options]
 
 commands:
   ppo    train with PPO: trl-ppo-plus ppo --config cfg.yaml [--any_field value ...]
-         (PPOConfig, ModelConfig and script fields; --reward math|code|<reward model path>|module:function)
+         (PPOConfig, ModelConfig and script fields; --reward math|code|format|<reward model path>|module:function ...)
   demo   the offline CPU demo: SFT then PPO on synthetic arithmetic, with before/after held-out accuracy;
          `demo --model smollm2`: QLoRA PPO of SmolLM2-135M-Instruct on GSM8K (`make install` installs it)
   push   publish a run to the Hugging Face Hub: trl-ppo-plus push OUTPUT_DIR REPO_ID [--merge] [--dry-run]

@@ -28,7 +28,8 @@ class RewardArguments:
         default_factory=lambda: ["math"],
         metadata={
             "help": "Reward(s): 'math' (verifiable math accuracy), 'code' (sandboxed tests), 'format', a reward model "
-            "path or id, or 'module:function'. Repeat for several; weights via --reward_weights."
+            "path or id, or 'module:function'. Several after one flag (--reward math format; a repeated --reward "
+            "keeps only the last); weights via --reward_weights."
         },
     )
     eval_steps_accuracy: int = field(
