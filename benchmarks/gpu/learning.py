@@ -6,9 +6,9 @@
 One process per arm and seed (base, then PPO, GRPO and RLOO × `--seeds`), all started together: a 135M model leaves a
 GPU mostly idle, so the arms share it. Every arm gets the same number of steps of the same batch (equal generated
 completions). Without `--steps`, the number is chosen to fit `--budget` from the PPO step time that part (c) measured
-(`--step_log`), and a wall-clock cap (`--max_train_seconds`) stops an arm that runs over; the table gives the steps
-each arm ran, so a capped arm shows it. Held-out accuracy and format rate are greedy, on `--n_eval` GSM8K test
-questions, as in `real_model.py`.
+(`--step_log`), and a wall-clock cap (`real_model.py --max_train_seconds`: the budget less 120 s kept for the
+held-out pass) stops an arm that runs over; the table gives the steps each arm ran, so a capped arm shows it.
+Held-out accuracy and format rate are greedy, on `--n_eval` GSM8K test questions, as in `real_model.py`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU kit: three measurements in at most ~8 minutes on one GPU, offline. See benchmarks/gpu/README.md.
+# The GPU kit: four measurements in at most ~12 minutes on one GPU, offline. See benchmarks/gpu/README.md.
 #
 #   bash benchmarks/gpu/run.sh            # on the GPU machine (wheels carried in .whl/)
 #   bash benchmarks/gpu/run.sh --tiny     # the same steps at tiny shapes, on the CPU (tests/test_gpu_kit.py)
