@@ -13,9 +13,9 @@ Four tasks, four reward shapes, each on a tiny local model (`trl_ppo_plus.tiny`)
 4. `arithmetic`: the demo's verifiable task (`trl_ppo_plus.demo_task`) and reward (`make_math_reward`), from the
    demo's SFT checkpoint (its tiny Qwen2 and SFT recipe, cached under `--workdir`), 0/1 per completion.
 
-Every run samples `--rollouts` rollouts of 16 completions × `--length` tokens at temperature 1.0 and the same lr;
-GRPO and RLOO keep their TRL defaults otherwise (GRPO: groups of 8, β = 0; RLOO: groups of 2, β = 0.05), PPO keeps
-ours (one completion per prompt). PPO's `max_steps` is `rollouts × num_ppo_epochs × num_mini_batches`, so all three see
+Every run samples `--rollouts` rollouts of 16 completions of up to 8 tokens (arithmetic: 20) at temperature 1.0 and
+the same lr; GRPO and RLOO keep their TRL defaults otherwise (GRPO: groups of 8, β = 0; RLOO: groups of 2, β = 0.05),
+PPO keeps ours (one completion per prompt). PPO's `max_steps` is `rollouts × num_ppo_epochs × num_mini_batches`, so all three see
 the same number of completions. The curve is the mean score of each rollout, recorded by the reward function itself.
 Reported: AUC (mean score over all rollouts) and final (mean over the last 10 rollouts), and a PNG of the curves.
 """

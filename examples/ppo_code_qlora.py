@@ -22,7 +22,7 @@ What happens:
    HumanEval rows (`prompt`, `test`, `entry_point`) show the signature to complete.
 2. `--load_in_4bit --use_peft`: policy + value adapters on one NF4 base, the reference is the base adapters-off.
 3. The reward runs the extracted program against the row's tests in the local sandbox (`trl_ppo_plus.rewards.code`):
-   1.0 when all pass, or the fraction passed with `--partial_credit`.
+   the fraction passed (`partial_credit`, on by default), or 1.0 only when all pass with `--partial_credit false`.
 4. `VerifiableEvalCallback` reports held-out `eval/accuracy` (all tests pass: pass@1) on the test split.
 """
 

@@ -54,7 +54,8 @@ class GSM8KArguments:
     strict_answer: bool = field(
         default=True,
         metadata={
-            "help": "Only answers after '####', in \\boxed{} or after 'the answer is' count (else the last number)."
+            "help": "Only explicit answers count ('####', \\boxed{}, 'the answer is', 'Answer:', <answer> tags, a bare "
+            "answer, a closing $...$; see trl_ppo_plus.rewards.math_extract); false: also the last number."
         },
     )
 
