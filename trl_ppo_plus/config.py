@@ -118,8 +118,9 @@ class PPOConfig(GRPOConfig):
         num_mini_batches (`int` or `None`, *optional*, defaults to `None`):
             Optimizer steps per epoch: the rollout batch is split into this many mini-batches. `None`: derived from
             `generation_batch_size` / `steps_per_generation` when one is set, else `1`. With `num_ppo_epochs=1` and
-            one mini-batch, the loss forward also gives the rollout's log-probs and values (`fast_path.py`: two
-            no-grad forwards fewer per rollout, the same result).
+            one mini-batch (and no `target_kl_early_stop`, no whitening over several micro-batches), the loss
+            forward also gives the rollout's log-probs and values (`fast_path.py`: two no-grad forwards fewer per
+            rollout, the same result).
         target_kl_early_stop (`float` or `None`, *optional*, defaults to `None`):
             When set, skip the remaining mini-batches and epochs of an update once the approximate KL between the
             rollout policy and the current policy exceeds `1.5 × target_kl_early_stop` (OpenAI baselines, Spinning
