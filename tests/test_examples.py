@@ -321,6 +321,17 @@ def test_cli_help(capsys):
         assert flag in out
 
 
+@pytest.mark.parametrize("model, field, default", [("tiny", "--ppo_steps", "160"), ("smollm2", "--n_eval", "50")])
+def test_demo_help_shows_every_field_with_its_default(model, field, default, capsys):
+    from trl_ppo_plus.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["demo", "--model", model, "--help"])
+    assert exit_info.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"{field} " in out and f"(default: {default})" in out
+
+
 def test_cli_entry_point_help_in_a_fresh_process():
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(

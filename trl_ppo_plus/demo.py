@@ -13,7 +13,7 @@ import argparse
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 
@@ -212,6 +212,18 @@ def _print_table(s: dict) -> None:
     )
 
 
+def config_parser(prog: str, config_cls, description: str) -> argparse.ArgumentParser:
+    """A parser with one `--<field>` per field of the dataclass `config_cls`, each default shown by `--help`."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    for f in fields(config_cls):
+        parser.add_argument(
+            f"--{f.name}", type=type(f.default), default=f.default, help=f"{config_cls.__name__}.{f.name}"
+        )
+    return parser
+
+
 MODELS = ("tiny", "smollm2")  # `--model smollm2`: the same pipeline on a real pretrained model (`demo_smollm2.py`)
 
 
@@ -228,10 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         from trl_ppo_plus.demo_smollm2 import main as smollm2_main
 
         return smollm2_main(rest)
-    parser = argparse.ArgumentParser(prog="trl-ppo-plus demo", description=__doc__.splitlines()[0])
+    parser = config_parser("trl-ppo-plus demo", DemoConfig, __doc__.splitlines()[0])
     parser.add_argument("--model", choices=MODELS, default="tiny", help="tiny (built here) or smollm2 (real)")
-    for name, value in asdict(DemoConfig()).items():
-        parser.add_argument(f"--{name}", type=type(value), default=value)
     options = vars(parser.parse_args(argv))
     options.pop("model")
     run_demo(DemoConfig(**options))

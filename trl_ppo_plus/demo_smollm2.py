@@ -18,7 +18,6 @@ few percent. The format rate is the number that moves.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import time
@@ -186,8 +185,8 @@ def _print_table(s: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="trl-ppo-plus demo --model smollm2", description=__doc__.splitlines()[0])
-    for name, value in asdict(SmolLM2DemoConfig()).items():
-        parser.add_argument(f"--{name}", type=type(value), default=value)
+    from trl_ppo_plus.demo import config_parser
+
+    parser = config_parser("trl-ppo-plus demo --model smollm2", SmolLM2DemoConfig, __doc__.splitlines()[0])
     run_demo(SmolLM2DemoConfig(**vars(parser.parse_args(argv))))
     return 0
