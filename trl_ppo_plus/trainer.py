@@ -124,7 +124,7 @@ class PPOTrainer(PPOCheckpointing, GRPOTrainer):
         value_model: a `AutoModelForSequenceClassification(num_labels=1)` critic (object, id or path). `None`
             (and no `args.value_model_path`): a value head on the policy's trunk, or the model's own QLoRA critic.
         ref_model: the reference policy. `None`: the policy with its adapters disabled under PEFT, else a frozen
-            copy of the initial policy.
+            copy of the initial policy; none at all at a fixed `kl_coef=0` (GRPO at `beta=0` builds none either).
         reward_model: TRL ≤ 1.12's name for a reward model; appended to `reward_funcs`.
         Everything else is passed to `GRPOTrainer`.
     """

@@ -329,8 +329,9 @@ class LocalSandboxProvider(CodeExecutionProvider):
     @property
     def isolation(self) -> dict:
         """What the OS granted: `pidns` (a PID namespace per program), `userns` (all inside a user namespace: the
-        caller is not root), `netns`, `mountns`, `readonly_fs`, `drop_uid` (root: a uid per worker), and `refused`
-        (why a namespace was not granted, else `None`)."""
+        caller is not root), `netns`, `mountns`, `readonly_fs`, `drop_uid` (root: a uid per worker), `root` and `uid`
+        (the caller's), `landlock` (the kernel's Landlock ABI version, 0 without), `seccomp` (the syscall filter
+        loaded), and `refused` (why a namespace was not granted, else `None`)."""
         if self._info is None:
             self._release(self._acquire())
         return dict(self._info)
