@@ -48,6 +48,7 @@ ABLATION = {
     "num_ppo_epochs=2": {"num_ppo_epochs": 2},
     "whiten_advantages=true": {"whiten_advantages": True},
     "critic_warmup_rollouts=5": {"critic_warmup_rollouts": 5},
+    "value_learning_rate=3e-2 (10x the --quick lr)": {"value_learning_rate": 3e-2},
     "dual_clip=3": {"dual_clip": 3.0},
     "cliprange_high=0.28": {"cliprange_high": 0.28},
     "loss_aggregation=seq-mean-token-mean": {"loss_aggregation": "seq-mean-token-mean"},

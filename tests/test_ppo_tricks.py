@@ -149,6 +149,7 @@ def test_score_normalizer_makes_the_scale_irrelevant(mode):
         ("loss_aggregation", "sum"),
         ("lam_critic", 1.5),
         ("lam_actor_length_alpha", 0.0),
+        ("value_learning_rate", 0.0),
     ],
 )
 def test_trick_fields_validated_by_name(tmp_path, field, value):
@@ -203,3 +204,47 @@ def test_score_normalizer_equal_scores_keep_gain_one(mode, value, n):
         scores = torch.full((n,), value, dtype=torch.float64)
         torch.testing.assert_close(norm(scores), scores, **TOL)
     assert norm.gain == 1.0 and norm.bias == 0.0
+
+
+@pytest.mark.parametrize("layout", ["shared_trunk", "value_adapter"])
+def test_value_learning_rate_moves_the_critic_at_its_own_rate(tiny_model_path, tmp_path, layout):
+    """Adam's first step moves each parameter with a gradient by its group's lr (m/√v = ±1): the critic's own
+    parameters by `value_learning_rate`, everything else (a shared trunk included) by `learning_rate`. Every
+    trainable parameter sits in exactly one group."""
+    from tests.ppo_helpers import DigitReward, fast_args, prompts_dataset
+    from trl_ppo_plus import PPOTrainer
+    from trl_ppo_plus.modeling import load_policy_and_value
+    from trl_ppo_plus.value import critic_parameters
+
+    lr, value_lr = 1e-3, 2e-2
+    model = tiny_model_path if layout == "shared_trunk" else load_policy_and_value(tiny_model_path, lora_r=4)
+    trainer = PPOTrainer(
+        model=model,
+        reward_funcs=DigitReward(tiny_model_path),
+        args=fast_args(
+            tmp_path,
+            max_steps=1,
+            learning_rate=lr,
+            value_learning_rate=value_lr,
+            weight_decay=0.0,
+            lr_scheduler_type="constant",
+            adam_epsilon=1e-12,
+        ),  # fmt: skip
+        train_dataset=prompts_dataset(16),
+    )
+    optimizer = trainer.create_optimizer()
+    critic_ids = {id(p) for p in critic_parameters(trainer._policy, trainer.critic)}
+    named = {id(p): n for n, p in trainer._policy.named_parameters() if p.requires_grad}
+    if layout == "value_adapter":
+        assert any(".value." in named[i] for i in critic_ids)  # the value adapter's LoRA weights
+    grouped = [(id(p), g["lr"]) for g in optimizer.param_groups for p in g["params"]]
+    assert sorted(i for i, _ in grouped) == sorted(named)  # each trainable parameter exactly once
+    assert all((rate == value_lr) == (i in critic_ids) for i, rate in grouped)
+
+    before = {i: p.detach().clone() for i, p in ((id(p), p) for p in trainer._policy.parameters()) if i in named}
+    trainer.train()
+    steps = {i: (p.detach() - before[i]).abs().max().item() for i, p in ((id(p), p) for p in trainer._policy.parameters()) if i in named}  # fmt: skip
+    critic_step = max(steps[i] for i in critic_ids)
+    policy_step = max(s for i, s in steps.items() if i not in critic_ids)
+    assert critic_step == pytest.approx(value_lr, rel=1e-3)
+    assert policy_step == pytest.approx(lr, rel=1e-3)

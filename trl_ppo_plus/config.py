@@ -139,6 +139,11 @@ class PPOConfig(GRPOConfig):
             updates see a critic that already fits the returns (OpenRLHF, veRL `critic_warmup`). The policy does not
             move: a value head on the policy's trunk trains on the trunk's detached hidden states meanwhile. The
             learning-rate schedule still advances during the warmup (one optimizer for policy and critic).
+        value_learning_rate (`float` or `None`, *optional*, defaults to `None`):
+            AdamW learning rate of the critic's own parameters (its value head, its value adapter, or a separate
+            critic model), in a parameter group of its own that follows the same schedule. OpenRLHF's
+            `critic_learning_rate` and veRL's `critic.optim.lr` run the critic at 10–18× the actor's rate. A trunk
+            shared with the policy keeps `learning_rate`. `None`: `learning_rate`.
         dual_clip (`float` or `None`, *optional*, defaults to `None`):
             Dual-clip constant c > 1: the loss of a negative-advantage token is capped at −c·A (Ye et al. 2020,
             arXiv:1912.09729). Usually 3. `None` disables it.
@@ -292,6 +297,10 @@ class PPOConfig(GRPOConfig):
     )
     critic_warmup_rollouts: int = field(
         default=0, metadata={"help": "Train only the critic for the first N rollouts (OpenRLHF, veRL)."}
+    )
+    value_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the critic's own parameters (OpenRLHF, veRL); None: learning_rate."},
     )
     dual_clip: float | None = field(
         default=None, metadata={"help": "Dual-clip c > 1: cap negative-advantage losses at -c·A (arXiv:1912.09729)."}
@@ -518,6 +527,8 @@ class PPOConfig(GRPOConfig):
             bad("reward_normalization", self.reward_normalization, f"expected one of {REWARD_NORMALIZATIONS}")
         if self.critic_warmup_rollouts < 0:
             bad("critic_warmup_rollouts", self.critic_warmup_rollouts, "it must be >= 0")
+        if self.value_learning_rate is not None and not self.value_learning_rate > 0:
+            bad("value_learning_rate", self.value_learning_rate, "it must be > 0 or None")
         if self.dual_clip is not None and not self.dual_clip > 1:
             bad("dual_clip", self.dual_clip, "it must be > 1 (usually 3) or None")
         if self.cliprange_high is not None and not self.cliprange_high > 0:

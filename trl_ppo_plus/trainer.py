@@ -58,7 +58,7 @@ from trl_ppo_plus.cpu_memory import set_malloc_mmap_threshold
 from trl_ppo_plus.kl_control import build_kl_controller
 from trl_ppo_plus.reward_norm import ScoreNormalizer
 from trl_ppo_plus.validation import check_models_before_loading
-from trl_ppo_plus.value import AdapterCritic, SeparateCritic, SharedTrunkCritic
+from trl_ppo_plus.value import AdapterCritic, SeparateCritic, SharedTrunkCritic, critic_parameters
 
 
 logger = logging.getLogger(__name__)
@@ -286,6 +286,22 @@ class PPOTrainer(PPOCheckpointing, GRPOTrainer):
             policy.add_module(CRITIC_ATTR, critic)
         critic.to(self.accelerator.device)
         (critic.head if isinstance(critic, AdapterCritic) else critic).requires_grad_(True)
+
+    def create_optimizer(self, *args, **kwargs):
+        """TRL's optimizer; with `value_learning_rate`, the critic's own parameters move to groups of their own at
+        that rate (OpenRLHF's `critic_learning_rate`). The scheduler, built next, scales every group alike."""
+        optimizer = super().create_optimizer(*args, **kwargs)
+        if self.args.value_learning_rate is None or getattr(self, "_critic_groups_split", False):
+            return optimizer
+        critic_ids = {id(p) for p in critic_parameters(self._policy, self.critic)}
+        for group in list(optimizer.param_groups):
+            own = [p for p in group["params"] if id(p) in critic_ids]
+            if own:
+                group["params"] = [p for p in group["params"] if id(p) not in critic_ids]
+                optimizer.add_param_group({**group, "params": own, "lr": self.args.value_learning_rate})
+        optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+        self._critic_groups_split = True
+        return optimizer
 
     def _setup_reference(self, ref_model) -> None:
         """The reference: a given model; the adapters switched off under PEFT; or a frozen copy of the policy."""

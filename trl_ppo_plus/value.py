@@ -180,3 +180,16 @@ class AdapterCritic(nn.Module):
         self.head.load(directory)
         if policy is not None:
             load_adapter_weights(policy, self.adapter_name, directory)
+
+
+def critic_parameters(policy: nn.Module, critic: nn.Module) -> list[nn.Parameter]:
+    """The trainable parameters that belong to the critic alone: its head or model, and an `AdapterCritic`'s value
+    adapter on `policy` (LoRA weights named `...lora_A.<adapter>.weight`). A trunk shared with the policy is not
+    among them."""
+    params = {id(p): p for p in critic.parameters() if p.requires_grad}
+    if isinstance(critic, AdapterCritic):
+        tag = f".{critic.adapter_name}."
+        params.update(
+            {id(p): p for n, p in policy.named_parameters() if p.requires_grad and "lora_" in n and tag in n}
+        )
+    return list(params.values())
