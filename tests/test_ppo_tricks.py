@@ -248,3 +248,11 @@ def test_value_learning_rate_moves_the_critic_at_its_own_rate(tiny_model_path, t
     policy_step = max(s for i, s in steps.items() if i not in critic_ids)
     assert critic_step == pytest.approx(value_lr, rel=1e-3)
     assert policy_step == pytest.approx(lr, rel=1e-3)
+
+
+def test_value_learning_rate_with_a_given_optimizer_is_refused_before_loading(tmp_path):
+    from trl_ppo_plus import PPOTrainer
+
+    args = PPOConfig(output_dir=str(tmp_path), value_learning_rate=1e-4)
+    with pytest.raises(ValueError, match=r"PPOConfig.value_learning_rate=0.0001 .*optimizers"):
+        PPOTrainer(model="no/such-model", reward_funcs=[len], args=args, optimizers=(object(), None))

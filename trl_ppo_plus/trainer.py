@@ -181,6 +181,11 @@ class PPOTrainer(PPOCheckpointing, GRPOTrainer):
             raise ValueError("PPOTrainer builds its own rollout batches; `data_collator` must be None.")
         _refuse_tool_calling(kwargs)
         _warn_k1_in_loss(args)
+        if args.value_learning_rate is not None and call.get("optimizers", (None, None))[0] is not None:
+            raise ValueError(
+                f"PPOConfig.value_learning_rate={args.value_learning_rate!r} applies to the optimizer PPOTrainer "
+                "builds, but `optimizers` passes one: give the critic's parameter group its rate there instead."
+            )
 
         # Rewards: reward_funcs + TRL <= 1.12's reward_model + args.reward_model_path.
         reward_funcs = (
