@@ -256,3 +256,43 @@ def test_value_learning_rate_with_a_given_optimizer_is_refused_before_loading(tm
     args = PPOConfig(output_dir=str(tmp_path), value_learning_rate=1e-4)
     with pytest.raises(ValueError, match=r"PPOConfig.value_learning_rate=0.0001 .*optimizers"):
         PPOTrainer(model="no/such-model", reward_funcs=[len], args=args, optimizers=(object(), None))
+
+
+def _bert_with_a_value_module(tmp_path) -> str:
+    """A tiny BERT decoder: its attention has a linear literally named `value` (`attention.self.value`)."""
+    from transformers import BertConfig, BertLMHeadModel
+
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        is_decoder=True,
+    )
+    BertLMHeadModel(config).save_pretrained(tmp_path / "bert")
+    return str(tmp_path / "bert")
+
+
+@pytest.mark.parametrize("case", ["module_named_value", "embedding_lora_and_modules_to_save"])
+def test_critic_parameters_are_the_value_adapters_whatever_the_module_names(tiny_model_path, tmp_path, case):
+    """`critic_parameters` on a policy+value PEFT model is exactly what stays trainable once the policy adapter is
+    frozen: a policy LoRA on a module named `value` is not the critic's; the value adapter's embedding LoRA
+    (`lora_embedding_A.value`) and its `modules_to_save` copies are."""
+    from peft import LoraConfig
+
+    from trl_ppo_plus.modeling import load_policy_and_value
+    from trl_ppo_plus.value import critic_parameters
+
+    if case == "module_named_value":
+        model = load_policy_and_value(_bert_with_a_value_module(tmp_path), quantization=None, lora_r=2)
+    else:
+        lora = LoraConfig(r=2, target_modules=["q_proj", "embed_tokens"], modules_to_save=["norm"], task_type="CAUSAL_LM")  # fmt: skip
+        model = load_policy_and_value(tiny_model_path, quantization=None, lora=lora)
+    names = {id(p): n for n, p in model.named_parameters()}
+    critic = sorted(names[id(p)] for p in critic_parameters(model, model.ppo_critic))
+    model.set_requires_grad("policy", False)
+    expected = sorted(n for n, p in model.named_parameters() if p.requires_grad)
+    if case == "module_named_value":
+        assert any(".self.value.lora_A.policy." in n for n in names.values())  # the policy's LoRA on `value`
+    assert critic == expected

@@ -184,12 +184,21 @@ class AdapterCritic(nn.Module):
 
 def critic_parameters(policy: nn.Module, critic: nn.Module) -> list[nn.Parameter]:
     """The trainable parameters that belong to the critic alone: its head or model, and an `AdapterCritic`'s value
-    adapter on `policy` (LoRA weights named `...lora_A.<adapter>.weight`). A trunk shared with the policy is not
-    among them."""
+    adapter on `policy`. A trunk shared with the policy is not among them."""
     params = {id(p): p for p in critic.parameters() if p.requires_grad}
     if isinstance(critic, AdapterCritic):
-        tag = f".{critic.adapter_name}."
         params.update(
-            {id(p): p for n, p in policy.named_parameters() if p.requires_grad and "lora_" in n and tag in n}
+            {id(p): p for n, p in policy.named_parameters() if p.requires_grad and _of_adapter(n, critic.adapter_name)}
         )
     return list(params.values())
+
+
+def _of_adapter(name: str, adapter_name: str) -> bool:
+    """PEFT keys an adapter's weights by its name right after the LoRA attribute: `q_proj.lora_A.value.weight`,
+    `embed_tokens.lora_embedding_A.value`, `norm.modules_to_save.value.weight`. Matching `.value.` anywhere would
+    also take a policy LoRA on a module named `value` (BERT's `attention.self.value.lora_A.policy.weight`)."""
+    parts = name.split(".")
+    return any(
+        child == adapter_name and (owner.startswith("lora_") or owner == "modules_to_save")
+        for owner, child in zip(parts, parts[1:])
+    )
