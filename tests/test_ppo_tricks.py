@@ -296,3 +296,19 @@ def test_critic_parameters_are_the_value_adapters_whatever_the_module_names(tiny
     if case == "module_named_value":
         assert any(".self.value.lora_A.policy." in n for n in names.values())  # the policy's LoRA on `value`
     assert critic == expected
+
+
+@pytest.mark.parametrize("saved, resumed", [(None, 1e-2), (1e-2, None)])
+def test_resume_with_value_learning_rate_switched_names_the_field(tiny_model_path, tmp_path, saved, resumed):
+    """The critic's own optimizer groups exist only with `value_learning_rate`: a checkpoint saved with it on (off)
+    cannot resume with it off (on), and the error says why instead of torch's bare group count."""
+    from tests.ppo_helpers import DigitReward, fast_args, prompts_dataset
+    from trl_ppo_plus import PPOTrainer
+
+    def trainer(value_learning_rate):
+        args = fast_args(tmp_path, max_steps=1, save_strategy="steps", save_steps=1, value_learning_rate=value_learning_rate)  # fmt: skip
+        return PPOTrainer(model=tiny_model_path, reward_funcs=DigitReward(tiny_model_path), args=args, train_dataset=prompts_dataset(8))  # fmt: skip
+
+    trainer(saved).train()
+    with pytest.raises(ValueError, match=rf"value_learning_rate.*{resumed}"):
+        trainer(resumed).train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))

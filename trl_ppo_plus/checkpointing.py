@@ -126,7 +126,16 @@ class PPOCheckpointing:
             super()._load_from_checkpoint(resume_from_checkpoint, model)
 
     def _load_optimizer_and_scheduler(self, checkpoint):
-        super()._load_optimizer_and_scheduler(checkpoint)
+        try:
+            super()._load_optimizer_and_scheduler(checkpoint)
+        except ValueError as error:  # torch: "loaded state dict has a different number of parameter groups"
+            if "parameter groups" not in str(error):
+                raise
+            raise ValueError(
+                f"{checkpoint}: its optimizer has a different number of parameter groups than this run's. The "
+                "critic's own groups exist only with PPOConfig.value_learning_rate (now "
+                f"{self.args.value_learning_rate!r}): resume with the setting the checkpoint was saved with."
+            ) from error
         if checkpoint is not None:
             self.load_ppo_state(checkpoint)
             self._load_rollout_state(checkpoint)
