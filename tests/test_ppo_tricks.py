@@ -312,3 +312,19 @@ def test_resume_with_value_learning_rate_switched_names_the_field(tiny_model_pat
     trainer(saved).train()
     with pytest.raises(ValueError, match=rf"value_learning_rate.*{resumed}"):
         trainer(resumed).train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
+
+
+def test_value_learning_rate_splits_each_new_optimizer_once(tiny_model_path, tmp_path):
+    """Trainer's `create_optimizer` hands back the optimizer it built: no second split. A new one (after
+    `trainer.optimizer = None`) gets the critic's groups too."""
+    from tests.ppo_helpers import DigitReward, fast_args, prompts_dataset
+    from trl_ppo_plus import PPOTrainer
+
+    args = fast_args(tmp_path, learning_rate=1e-3, value_learning_rate=1e-2)
+    trainer = PPOTrainer(model=tiny_model_path, reward_funcs=DigitReward(tiny_model_path), args=args, train_dataset=prompts_dataset(8))  # fmt: skip
+    first = trainer.create_optimizer()
+    rates = [g["lr"] for g in first.param_groups]
+    assert trainer.create_optimizer() is first and [g["lr"] for g in first.param_groups] == rates
+    assert sorted(set(rates)) == [1e-3, 1e-2]
+    trainer.optimizer = None
+    assert [g["lr"] for g in trainer.create_optimizer().param_groups] == rates

@@ -296,8 +296,8 @@ class PPOTrainer(PPOCheckpointing, GRPOTrainer):
         """TRL's optimizer; with `value_learning_rate`, the critic's own parameters move to groups of their own at
         that rate (OpenRLHF's `critic_learning_rate`). The scheduler, built next, scales every group alike."""
         optimizer = super().create_optimizer(*args, **kwargs)
-        if self.args.value_learning_rate is None or getattr(self, "_critic_groups_split", False):
-            return optimizer
+        if self.args.value_learning_rate is None or getattr(self, "_critic_groups_split_in", None) is optimizer:
+            return optimizer  # Trainer returns the optimizer it built before: split once per optimizer
         critic_ids = {id(p) for p in critic_parameters(self._policy, self.critic)}
         for group in list(optimizer.param_groups):
             own = [p for p in group["params"] if id(p) in critic_ids]
@@ -305,7 +305,7 @@ class PPOTrainer(PPOCheckpointing, GRPOTrainer):
                 group["params"] = [p for p in group["params"] if id(p) not in critic_ids]
                 optimizer.add_param_group({**group, "params": own, "lr": self.args.value_learning_rate})
         optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
-        self._critic_groups_split = True
+        self._critic_groups_split_in = optimizer
         return optimizer
 
     def _setup_reference(self, ref_model) -> None:
