@@ -214,6 +214,7 @@ def test_value_learning_rate_moves_the_critic_at_its_own_rate(tiny_model_path, t
     from tests.ppo_helpers import DigitReward, fast_args, prompts_dataset
     from trl_ppo_plus import PPOTrainer
     from trl_ppo_plus.modeling import load_policy_and_value
+    from trl_ppo_plus.run_info import run_info_from_trainer
     from trl_ppo_plus.value import critic_parameters
 
     lr, value_lr = 1e-3, 2e-2
@@ -248,6 +249,8 @@ def test_value_learning_rate_moves_the_critic_at_its_own_rate(tiny_model_path, t
     policy_step = max(s for i, s in steps.items() if i not in critic_ids)
     assert critic_step == pytest.approx(value_lr, rel=1e-3)
     assert policy_step == pytest.approx(lr, rel=1e-3)
+    card = run_info_from_trainer(trainer).ppo_config  # the card's table: learning_rate alone would misstate it
+    assert (card["learning_rate"], card["value_learning_rate"]) == (lr, value_lr)
 
 
 def test_value_learning_rate_with_a_given_optimizer_is_refused_before_loading(tmp_path):
