@@ -132,9 +132,10 @@ class PPOCheckpointing:
             if "parameter groups" not in str(error):
                 raise
             raise ValueError(
-                f"{checkpoint}: its optimizer has a different number of parameter groups than this run's. The "
-                "critic's own groups exist only with PPOConfig.value_learning_rate (now "
-                f"{self.args.value_learning_rate!r}): resume with the setting the checkpoint was saved with."
+                f"{checkpoint}: its optimizer has a different number of parameter groups than this run's: was it "
+                f"saved with PPOConfig.value_learning_rate {'unset' if self.args.value_learning_rate else 'set'} "
+                f"(now {self.args.value_learning_rate!r}; the critic's own groups exist only with it), or with another "
+                "critic layout? Resume with the settings it was saved with."
             ) from error
         if checkpoint is not None:
             self.load_ppo_state(checkpoint)
