@@ -331,3 +331,23 @@ def test_value_learning_rate_splits_each_new_optimizer_once(tiny_model_path, tmp
     assert sorted(set(rates)) == [1e-3, 1e-2]
     trainer.optimizer = None
     assert [g["lr"] for g in trainer.create_optimizer().param_groups] == rates
+
+
+def test_value_learning_rate_refuses_an_optimizer_without_the_critic(tiny_model_path, tmp_path):
+    """An optimizer built elsewhere (a DeepSpeed config's, say) that holds none of the critic's parameters: the
+    critic's rate cannot apply, and saying so beats training the critic at `learning_rate` silently."""
+    from tests.ppo_helpers import DigitReward, fast_args, prompts_dataset
+    from trl_ppo_plus import PPOTrainer
+    from trl_ppo_plus.value import critic_parameters
+
+    trainer = PPOTrainer(
+        model=tiny_model_path,
+        reward_funcs=DigitReward(tiny_model_path),
+        args=fast_args(tmp_path, max_steps=1, value_learning_rate=1e-2),
+        train_dataset=prompts_dataset(8),
+    )
+    critic_ids = {id(p) for p in critic_parameters(trainer._policy, trainer.critic)}
+    policy_only = [p for p in trainer._policy.parameters() if p.requires_grad and id(p) not in critic_ids]
+    trainer.optimizer = torch.optim.AdamW(policy_only, lr=1e-3)
+    with pytest.raises(ValueError, match=r"value_learning_rate=0.01: the optimizer holds none of the critic"):
+        trainer.create_optimizer()

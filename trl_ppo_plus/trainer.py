@@ -299,6 +299,11 @@ class PPOTrainer(PPOCheckpointing, GRPOTrainer):
         if self.args.value_learning_rate is None or getattr(self, "_critic_groups_split_in", None) is optimizer:
             return optimizer  # Trainer returns the optimizer it built before: split once per optimizer
         critic_ids = {id(p) for p in critic_parameters(self._policy, self.critic)}
+        if not critic_ids & {id(p) for group in optimizer.param_groups for p in group["params"]}:
+            raise ValueError(
+                f"PPOConfig.value_learning_rate={self.args.value_learning_rate!r}: the optimizer holds none of the "
+                "critic's parameters (an optimizer built elsewhere, e.g. by a DeepSpeed config?), so it cannot apply."
+            )
         for group in list(optimizer.param_groups):
             own = [p for p in group["params"] if id(p) in critic_ids]
             if own:
