@@ -193,42 +193,61 @@ def plot(results: list[dict], path: Path) -> None:
         ax.set_title(name)
         ax.set_xlabel("rollout")
     axes[0].set_ylabel("mean score")
-    axes[-1].legend(fontsize=6)
+    for ax in axes:
+        if ax.lines:  # a task with no runs in `results` has no legend to draw
+            ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
 
+def _stats(xs: list[float]) -> tuple[float, float]:
+    """(mean, standard error of the mean); the error is 0 for a single seed."""
+    return statistics.mean(xs), (statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else 0.0)
+
+
 def table(results: list[dict]) -> str:
-    """Markdown: per task and lr, AUC and final of each algorithm (mean over seeds), and PPO ≥ best(GRPO, RLOO)."""
-    rows = ["| task | lr | algo | AUC | final | seeds |", "|---|---|---|---|---|---|"]
+    """Markdown: per task and lr, each algorithm's AUC and final score (mean ± standard error over seeds)."""
+    rows = ["| task | lr | algo | AUC ± SE | final ± SE | seeds |", "|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
     for r in results:
         groups.setdefault((r["task"], r["lr"], r["algo"]), []).append(r)
     for (name, lr, algo), rs in sorted(groups.items(), key=lambda kv: (TASKS.index(kv[0][0]), kv[0][1], kv[0][2])):
-        auc = statistics.mean(r["auc"] for r in rs)
-        final = statistics.mean(r["final"] for r in rs)
-        rows.append(f"| {name} | {lr:g} | {algo} | {auc:.3f} | {final:.3f} | {len(rs)} |")
+        auc, auc_se = _stats([r["auc"] for r in rs])
+        final, final_se = _stats([r["final"] for r in rs])
+        rows.append(
+            f"| {name} | {lr:g} | {algo} | {auc:.3f} ± {auc_se:.3f} | {final:.3f} ± {final_se:.3f} | {len(rs)} |"
+        )
     return "\n".join(rows)
 
 
-def _mean_auc(results: list[dict], name: str, lr: float, algo: str) -> float | None:
+def _auc_stats(results: list[dict], name: str, lr: float, algo: str) -> tuple[float, float] | None:
     xs = [r["auc"] for r in results if (r["task"], r["lr"], r["algo"]) == (name, lr, algo)]
-    return statistics.mean(xs) if xs else None
+    return _stats(xs) if xs else None
 
 
 def verdict(results: list[dict]) -> str:
-    """Per lr: on how many tasks PPO's AUC (mean over seeds) ≥ the better of GRPO's and RLOO's."""
+    """Per lr: on how many tasks PPO's mean AUC ≥ the better of GRPO's and RLOO's, and on which PPO trails by more
+    than two standard errors of the difference (a gap the seeds resolve; a smaller one may be the seeds' luck)."""
     lines = []
     for lr in sorted({r["lr"] for r in results}):
-        wins, total = 0, 0
+        wins, total, behind, ties = 0, 0, [], []
         for name in TASKS:
-            ppo = _mean_auc(results, name, lr, "ppo")
-            others = [_mean_auc(results, name, lr, algo) for algo in ("grpo", "rloo")]
-            others = [a for a in others if a is not None]
-            if ppo is not None and others:
-                total += 1
-                wins += ppo >= max(others)
-        lines.append(f"lr {lr:g}: PPO AUC ≥ best of GRPO/RLOO on {wins}/{total} tasks")
+            ppo = _auc_stats(results, name, lr, "ppo")
+            others = [s for s in (_auc_stats(results, name, lr, algo) for algo in ("grpo", "rloo")) if s is not None]
+            if ppo is None or not others:
+                continue
+            best = max(others)  # the better mean, with its standard error
+            total += 1
+            wins += ppo[0] >= best[0]
+            gap_se = (ppo[1] ** 2 + best[1] ** 2) ** 0.5
+            if ppo[0] < best[0]:
+                (behind if best[0] - ppo[0] > 2 * gap_se else ties).append(name)
+        line = f"lr {lr:g}: PPO AUC ≥ best of GRPO/RLOO on {wins}/{total} tasks"
+        if behind or ties:
+            line += (
+                f"; behind by > 2 SE: {', '.join(behind) or 'none'}; behind within 2 SE: {', '.join(ties) or 'none'}"
+            )
+        lines.append(line)
     return "\n".join(lines)
 
 

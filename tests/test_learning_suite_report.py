@@ -1,0 +1,54 @@
+"""`benchmarks/learning_suite.py`'s report: means with standard errors, and a verdict that tells a gap the seeds
+resolve from one they do not."""
+
+import importlib.util
+import statistics
+import sys
+from pathlib import Path
+
+
+def _suite():
+    # benchmarks/ is not a package: load the script by path, so that the test checks the report users run.
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "learning_suite.py"
+    spec = importlib.util.spec_from_file_location("learning_suite_benchmark", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _runs(task, lr, algo, aucs):
+    return [{"task": task, "lr": lr, "algo": algo, "seed": i, "auc": a, "final": 2 * a} for i, a in enumerate(aucs)]
+
+
+def test_table_reports_the_mean_and_its_standard_error():
+    suite = _suite()
+    aucs = [0.10, 0.20, 0.40, 0.30]
+    line = next(r for r in suite.table(_runs("dense", 1e-3, "ppo", aucs)).splitlines() if "| ppo |" in r)
+    se = statistics.stdev(aucs) / 2  # sd / sqrt(4 seeds)
+    assert f"| {0.25:.3f} ± {se:.3f} | {0.5:.3f} ± {2 * se:.3f} | 4 |" in line
+
+
+def test_verdict_separates_a_resolved_gap_from_seed_noise():
+    suite = _suite()
+    results = (
+        _runs("dense", 1e-3, "ppo", [0.200, 0.201, 0.199, 0.200])  # far behind GRPO, with tiny spread: resolved
+        + _runs("dense", 1e-3, "grpo", [0.210, 0.211, 0.209, 0.210])
+        + _runs("dense", 1e-3, "rloo", [0.100] * 4)
+        + _runs("sparse_terminal", 1e-3, "ppo", [0.01, 0.05, 0.02, 0.04])  # behind on the mean, within the noise
+        + _runs("sparse_terminal", 1e-3, "grpo", [0.02, 0.06, 0.01, 0.05])
+        + _runs("sparse_token", 1e-3, "ppo", [0.03] * 4)  # ahead
+        + _runs("sparse_token", 1e-3, "rloo", [0.02] * 4)
+    )
+    line = suite.verdict(results)
+    assert line.startswith("lr 0.001: PPO AUC ≥ best of GRPO/RLOO on 1/3 tasks")
+    assert "behind by > 2 SE: dense;" in line
+    assert line.endswith("behind within 2 SE: sparse_terminal")
+
+
+def test_verdict_with_one_seed_calls_every_gap_resolved():
+    suite = _suite()  # a single seed has no error estimate: no gap is excused as noise
+    results = _runs("dense", 3e-3, "ppo", [0.20]) + _runs("dense", 3e-3, "grpo", [0.21])
+    assert suite.verdict(results) == (
+        "lr 0.003: PPO AUC ≥ best of GRPO/RLOO on 0/1 tasks; behind by > 2 SE: dense; behind within 2 SE: none"
+    )
