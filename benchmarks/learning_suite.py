@@ -49,6 +49,7 @@ ABLATION = {
     "whiten_advantages=true": {"whiten_advantages": True},
     "critic_warmup_rollouts=5": {"critic_warmup_rollouts": 5},
     "value_learning_rate=3e-2 (10x the --quick lr)": {"value_learning_rate": 3e-2},
+    "value_huber_delta=1": {"value_huber_delta": 1.0},
     "dual_clip=3": {"dual_clip": 3.0},
     "cliprange_high=0.28": {"cliprange_high": 0.28},
     "loss_aggregation=seq-mean-token-mean": {"loss_aggregation": "seq-mean-token-mean"},

@@ -185,3 +185,16 @@ def test_value_model_path(tiny_model_path, tmp_path):
         torch.testing.assert_close(trainer.critic.model.get_parameter(name).detach(), param.detach())
     batch = _rollout(trainer)
     assert batch["old_values"].abs().sum() > 0  # a trained classifier's values, not the zero-initialised head's
+
+
+def test_value_huber_delta_reaches_the_value_loss(trainer, args_of):
+    args_of(clip_value_loss=False, value_huber_delta=None)
+    batch = _rollout(trainer)
+    values, mask = batch["old_values"], batch["loss_mask"]  # the critic's current values (it has not moved)
+    batch["returns"] = values + 3.0 * mask  # every error is 3: above δ = 1, below δ = 10
+    squared = _value_loss(trainer, batch)
+    assert squared == pytest.approx(0.5 * 9.0, rel=1e-5)
+    args_of(value_huber_delta=1.0)
+    assert _value_loss(trainer, batch) == pytest.approx(1.0 * (3.0 - 0.5), rel=1e-5)  # Huber's linear branch
+    args_of(value_huber_delta=10.0)
+    assert _value_loss(trainer, batch) == pytest.approx(squared, rel=1e-5)  # quadratic below δ

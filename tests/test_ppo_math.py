@@ -401,36 +401,61 @@ def test_policy_loss_empty_mask_is_zero_and_finite():
     assert (lp.grad == 0).all()
 
 
-def ref_value_loss(v, ov, ret, lengths, eps, clip):
+def ref_value_loss(v, ov, ret, lengths, eps, clip, huber_delta=None):
+    def rho(e):  # 0.5 e^2, or Huber's: quadratic up to delta, linear beyond
+        if huber_delta is None or abs(e) <= huber_delta:
+            return 0.5 * e * e
+        return huber_delta * (abs(e) - 0.5 * huber_delta)
+
     losses, clipped, vs = [], [], []
     for i, n in enumerate(lengths):
         for t in range(n):
             vt, ot, rt = float(v[i, t]), float(ov[i, t]), float(ret[i, t])
-            unclipped = (vt - rt) ** 2
+            unclipped = rho(vt - rt)
             vc = ot + min(max(vt - ot, -eps), eps)
-            clipped_loss = (vc - rt) ** 2
+            clipped_loss = rho(vc - rt)
             losses.append(max(unclipped, clipped_loss) if clip else unclipped)
             clipped.append(1.0 if (clip and clipped_loss > unclipped) else 0.0)
             vs.append(vt)
-    return 0.5 * ref_mean(losses), {"vf_clipfrac": ref_mean(clipped), "value_mean": ref_mean(vs)}
+    return ref_mean(losses), {"vf_clipfrac": ref_mean(clipped), "value_mean": ref_mean(vs)}
 
 
 @pytest.mark.parametrize("seed,B,T", CASES)
 @pytest.mark.parametrize("clip", [True, False])
-def test_value_loss_matches_reference(seed, B, T, clip):
+@pytest.mark.parametrize("huber_delta", [None, 0.5])
+def test_value_loss_matches_reference(seed, B, T, clip, huber_delta):
     gen, lengths, mask = case_data(seed, B, T)
     ov = randn(B, T, gen)
     v = ov + 0.5 * randn(B, T, gen)
     ret = randn(B, T, gen)
-    exp_loss, exp_info = ref_value_loss(v, ov, ret, lengths, 0.2, clip)
+    exp_loss, exp_info = ref_value_loss(v, ov, ret, lengths, 0.2, clip, huber_delta)
     vg = with_garbage(v, mask).requires_grad_()
-    loss, info = pm.value_loss(vg, with_garbage(ov, mask), with_garbage(ret, mask), mask, 0.2, clip=clip)
+    loss, info = pm.value_loss(
+        vg, with_garbage(ov, mask), with_garbage(ret, mask), mask, 0.2, clip=clip, huber_delta=huber_delta
+    )
     torch.testing.assert_close(loss, scalar(exp_loss), **TOL)
     for key, value in exp_info.items():
         torch.testing.assert_close(info[key], scalar(value), **TOL, msg=key)
         assert not info[key].requires_grad
     loss.backward()
     assert torch.isfinite(vg.grad).all() and (vg.grad[~mask.bool()] == 0).all()
+
+
+def test_huber_value_loss_caps_the_pull_of_one_large_return():
+    """One return of 12 among zeros: the squared error's gradient on the shared prediction grows with the return, the
+    Huber loss's stops at δ per token, so the zeros outweigh it (what keeps a critic from overshooting everywhere)."""
+    mask = torch.ones(1, 16)
+    returns = torch.zeros(1, 16)
+    returns[0, 0] = 12.0
+    grads = {}
+    for delta in (None, 1.0):
+        v = torch.full((1, 16), 0.5, requires_grad=True)  # the critic's prediction after one step up
+        loss, _ = pm.value_loss(v, v.detach(), returns, mask, 0.2, clip=False, huber_delta=delta)
+        loss.backward()
+        grads[delta] = v.grad.sum().item()  # the gradient on a prediction every token shares (a bias)
+    assert grads[None] == pytest.approx((15 * 0.5 + (0.5 - 12.0)) / 16)  # < 0: keeps pushing the value up
+    assert grads[1.0] == pytest.approx((15 * 0.5 - 1.0) / 16)  # > 0: pulls it back down
+    assert grads[None] < 0 < grads[1.0]
 
 
 # ---------------------------------------------------------------- entropy

@@ -150,6 +150,8 @@ def test_score_normalizer_makes_the_scale_irrelevant(mode):
         ("lam_critic", 1.5),
         ("lam_actor_length_alpha", 0.0),
         ("value_learning_rate", 0.0),
+        ("value_huber_delta", 0.0),
+        ("value_huber_delta", -1.0),
     ],
 )
 def test_trick_fields_validated_by_name(tmp_path, field, value):

@@ -97,6 +97,12 @@ class PPOConfig(GRPOConfig):
             every advantage carrying that mean meanwhile (`benchmarks/learning_suite.py`, dense task).
         clip_value_loss (`bool`, *optional*, defaults to `True`):
             Use the clipped value loss 0.5·max((V−R)², (clip(V)−R)²); `False` gives the plain squared error.
+        value_huber_delta (`float` or `None`, *optional*, defaults to `None`):
+            If set, the value loss is the Huber loss with this threshold δ (in the units of the normalised scores)
+            instead of 0.5·(V−R)² (Huber 1964; DQN's error clipping, Mnih et al. 2015). A rare large return (a first
+            success under a sparse reward, ÷ a small running std) then moves the critic by at most δ's gradient, not
+            by its size, so the critic does not overshoot for every state and push every later failure down
+            (`benchmarks/learning_suite.py`, sparse terminal task).
         gamma (`float`, *optional*, defaults to `1.0`):
             Discount factor of GAE, in (0, 1]. 1.0 is the RLHF convention (episodes are short and finite).
         lam (`float`, *optional*, defaults to `1.0`):
@@ -273,6 +279,9 @@ class PPOConfig(GRPOConfig):
     # 0.5 (was 0.1): a value head at 0.1 lags the mean score for tens of rollouts; the advantages carry that mean.
     vf_coef: float = field(default=0.5, metadata={"help": "Weight of the value loss (CleanRL, SB3: 0.5; TRL: 0.1)."})
     clip_value_loss: bool = field(default=True, metadata={"help": "Use the clipped value loss 0.5·max(...)."})
+    value_huber_delta: float | None = field(
+        default=None, metadata={"help": "Huber value loss with this threshold δ instead of 0.5·(V−R)² (Huber 1964)."}
+    )
     gamma: float = field(default=1.0, metadata={"help": "GAE discount γ in (0, 1]."})
     # 1.0 (was 0.95): one terminal score per completion; λ < 1 bootstraps from a critic still learning (veRL: 1.0).
     lam: float = field(default=1.0, metadata={"help": "GAE λ in [0, 1] (veRL: 1.0; TRL ≤ 1.12: 0.95)."})
@@ -505,6 +514,8 @@ class PPOConfig(GRPOConfig):
             bad("dataset_num_proc", self.dataset_num_proc, "it must be >= 1 or None")
         if not self.cliprange_value > 0:
             bad("cliprange_value", self.cliprange_value, "it must be > 0")
+        if self.value_huber_delta is not None and not self.value_huber_delta > 0:
+            bad("value_huber_delta", self.value_huber_delta, "it must be > 0, or None for the squared error")
         if not 0 < self.gamma <= 1:
             bad("gamma", self.gamma, "it must be in (0, 1]")
         if not 0 <= self.lam <= 1:

@@ -301,6 +301,13 @@ def policy_loss(
     return loss, info
 
 
+def _half_square_or_huber(error: Tensor, delta: float | None) -> Tensor:
+    """0.5 * e^2, or the Huber loss of e with threshold `delta` (equal to 0.5 * e^2 for |e| <= delta)."""
+    if delta is None:
+        return 0.5 * error**2
+    return torch.nn.functional.huber_loss(error, torch.zeros_like(error), reduction="none", delta=delta)
+
+
 def value_loss(
     values: Tensor,
     old_values: Tensor,
@@ -308,6 +315,7 @@ def value_loss(
     mask: Tensor,
     cliprange_value: float,
     clip: bool = True,
+    huber_delta: float | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Clipped value loss: 0.5 * max((V - R)^2, (clip(V, V_old - eps_v, V_old + eps_v) - R)^2), masked mean.
 
@@ -323,6 +331,9 @@ def value_loss(
         mask: `(B, T)` completion mask.
         cliprange_value: eps_v, the largest step the clipped branch allows from `old_values`; usually 0.2.
         clip: if False, the plain loss 0.5 * masked_mean((V - R)^2).
+        huber_delta: if set, every 0.5 * e^2 above (clipped or not) becomes the Huber loss of e with threshold δ:
+            0.5 * e^2 for |e| <= δ, else δ * (|e| - δ/2) (Huber 1964). The gradient of a large error is capped at δ,
+            so one rare, large return cannot pull the critic far for every state (`value_huber_delta`).
 
     Returns:
         `(loss, info)`: a scalar loss, and detached 0-dim tensors `vf_clipfrac` (fraction of valid tokens where the
@@ -331,15 +342,15 @@ def value_loss(
     values = _zero_padding(values, mask)
     old_values = _zero_padding(old_values, mask)
     returns = _zero_padding(returns, mask)
-    v_loss_unclipped = (values - returns) ** 2  # (B, T)
+    v_loss_unclipped = _half_square_or_huber(values - returns, huber_delta)  # (B, T)
     if not clip:
-        loss = 0.5 * masked_mean(v_loss_unclipped, mask)
+        loss = masked_mean(v_loss_unclipped, mask)
         vf_clipfrac = torch.zeros((), dtype=values.dtype, device=values.device)
     else:
         # value clipping, a PPO implementation detail (Andrychowicz et al. 2021, arXiv:2006.05990, find it can hurt)
         v_clipped = old_values + torch.clamp(values - old_values, -cliprange_value, cliprange_value)
-        v_loss_clipped = (v_clipped - returns) ** 2
-        loss = 0.5 * masked_mean(torch.max(v_loss_unclipped, v_loss_clipped), mask)
+        v_loss_clipped = _half_square_or_huber(v_clipped - returns, huber_delta)
+        loss = masked_mean(torch.max(v_loss_unclipped, v_loss_clipped), mask)
         with torch.no_grad():
             vf_clipfrac = masked_mean((v_loss_clipped > v_loss_unclipped).to(values.dtype), mask)
     info = {"vf_clipfrac": vf_clipfrac.detach(), "value_mean": masked_mean(values, mask).detach()}

@@ -12,7 +12,7 @@ from trl_ppo_plus.model_card import RunInfo
 _CARD_FIELDS = [
     "learning_rate", "value_learning_rate", "per_device_train_batch_size", "gradient_accumulation_steps",
     "generation_batch_size", "num_generations", "max_completion_length", "temperature", "num_ppo_epochs",
-    "num_mini_batches", "cliprange", "cliprange_value", "vf_coef", "gamma", "lam", "whiten_rewards",
+    "num_mini_batches", "cliprange", "cliprange_value", "value_huber_delta", "vf_coef", "gamma", "lam", "whiten_rewards",
     "whiten_advantages", "kl_estimator", "kl_penalty", "entropy_coef", "missing_eos_penalty", "max_steps", "seed",
     "reward_normalization",
 ]  # fmt: skip

@@ -673,7 +673,13 @@ class PPOTrainer(PPOCheckpointing, GRPOTrainer):
             loss_aggregation=args.loss_aggregation,
         )
         vf_loss, vf_info = ppo_math.value_loss(
-            values, inputs["old_values"], inputs["returns"], mask, args.cliprange_value, clip=args.clip_value_loss
+            values,
+            inputs["old_values"],
+            inputs["returns"],
+            mask,
+            args.cliprange_value,
+            clip=args.clip_value_loss,
+            huber_delta=args.value_huber_delta,
         )
         entropy = ppo_math.masked_mean(entropies, mask)
         loss = pg_loss + args.vf_coef * vf_loss
