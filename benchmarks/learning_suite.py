@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -202,12 +203,26 @@ def plot(results: list[dict], path: Path) -> None:
 
 
 def _stats(xs: list[float]) -> tuple[float, float]:
-    """(mean, standard error of the mean); the error is 0 for a single seed."""
-    return statistics.mean(xs), (statistics.stdev(xs) / len(xs) ** 0.5 if len(xs) > 1 else 0.0)
+    """(mean, standard error of the mean); the error is 0 for a single seed, both are NaN if a seed's value is."""
+    mean = statistics.fmean(xs)  # statistics.stdev raises on a NaN; this sum carries it to the report instead
+    n = len(xs)
+    return mean, ((sum((x - mean) ** 2 for x in xs) / (n - 1) / n) ** 0.5 if n > 1 else 0.0)
+
+
+def _refuse_repeated_runs(results: list[dict]) -> None:
+    """A run counted twice (one results.json merged twice, or two configurations under one label) would pass for
+    another seed and shrink the standard error."""
+    seen = set()
+    for r in results:
+        key = (r["task"], r["lr"], r["algo"], r["seed"])
+        if key in seen:
+            raise ValueError(f"{r['task']} lr {r['lr']:g} {r['algo']} seed {r['seed']} appears more than once")
+        seen.add(key)
 
 
 def table(results: list[dict]) -> str:
     """Markdown: per task and lr, each algorithm's AUC and final score (mean ± standard error over seeds)."""
+    _refuse_repeated_runs(results)
     rows = ["| task | lr | algo | AUC ± SE | final ± SE | seeds |", "|---|---|---|---|---|---|"]
     groups: dict[tuple, list[dict]] = {}
     for r in results:
@@ -229,13 +244,17 @@ def _auc_stats(results: list[dict], name: str, lr: float, algo: str) -> tuple[fl
 def verdict(results: list[dict]) -> str:
     """Per lr: on how many tasks PPO's mean AUC ≥ the better of GRPO's and RLOO's, and on which PPO trails by more
     than two standard errors of the difference (a gap the seeds resolve; a smaller one may be the seeds' luck)."""
+    _refuse_repeated_runs(results)
     lines = []
     for lr in sorted({r["lr"] for r in results}):
-        wins, total, behind, ties = 0, 0, [], []
+        wins, total, behind, ties, nan = 0, 0, [], [], []
         for name in TASKS:
             ppo = _auc_stats(results, name, lr, "ppo")
             others = [s for s in (_auc_stats(results, name, lr, algo) for algo in ("grpo", "rloo")) if s is not None]
             if ppo is None or not others:
+                continue
+            if any(math.isnan(s[0]) for s in (ppo, *others)):  # no order to compare: named, not counted
+                nan.append(name)
                 continue
             best = max(others)  # the better mean, with its standard error
             total += 1
@@ -248,6 +267,8 @@ def verdict(results: list[dict]) -> str:
             line += (
                 f"; behind by > 2 SE: {', '.join(behind) or 'none'}; behind within 2 SE: {', '.join(ties) or 'none'}"
             )
+        if nan:
+            line += f"; NaN AUC: {', '.join(nan)}"
         lines.append(line)
     return "\n".join(lines)
 

@@ -6,6 +6,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _suite():
     # benchmarks/ is not a package: load the script by path, so that the test checks the report users run.
@@ -52,3 +54,23 @@ def test_verdict_with_one_seed_calls_every_gap_resolved():
     assert suite.verdict(results) == (
         "lr 0.003: PPO AUC ≥ best of GRPO/RLOO on 0/1 tasks; behind by > 2 SE: dense; behind within 2 SE: none"
     )
+
+
+def test_a_nan_auc_is_reported_not_a_crash_nor_a_silent_loss():
+    suite = _suite()  # statistics.stdev raises on a NaN; a diverged run must still leave a readable report
+    results = (
+        _runs("dense", 1e-3, "ppo", [float("nan"), 0.30])
+        + _runs("dense", 1e-3, "grpo", [0.20, 0.30])
+        + _runs("sparse_token", 1e-3, "ppo", [0.03, 0.03])
+        + _runs("sparse_token", 1e-3, "grpo", [0.01, float("nan")])
+    )
+    assert "| dense | 0.001 | ppo | nan ± nan |" in suite.table(results)
+    assert suite.verdict(results) == "lr 0.001: PPO AUC ≥ best of GRPO/RLOO on 0/0 tasks; NaN AUC: sparse_token, dense"
+
+
+def test_a_run_counted_twice_is_refused():
+    suite = _suite()  # a results file merged twice would pass for twice the seeds and halve the standard error
+    results = _runs("dense", 1e-3, "ppo", [0.20, 0.22, 0.18]) + _runs("dense", 1e-3, "grpo", [0.23, 0.25, 0.21])
+    for report in (suite.table, suite.verdict):
+        with pytest.raises(ValueError, match=r"dense.*lr 0.001.*ppo.*seed 0.*more than once"):
+            report(results + results[:1])
