@@ -310,6 +310,8 @@ def main(argv: list[str] | None = None) -> None:
     overrides = _parse_overrides(cli.ppo)
     variants = {f"ppo[{k}]": {**overrides, **v} for k, v in ABLATION.items()} if cli.ablation else {"ppo": overrides}
     algos = [a for a in cli.algos.split(",") if not (cli.ablation and a != "ppo")]
+    planned = [{"task": n, "lr": lr, "algo": a, "seed": s} for n in cli.tasks.split(",") for lr in lrs for s in seeds for a in algos]  # fmt: skip
+    _refuse_repeated_runs(planned)  # `--seeds 0,0` is refused before the runs, not by the report after them
     workdir = Path(cli.workdir or tempfile.mkdtemp(prefix="learning-suite-"))
     results = []
     start = time.perf_counter()

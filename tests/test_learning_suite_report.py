@@ -74,3 +74,9 @@ def test_a_run_counted_twice_is_refused():
     for report in (suite.table, suite.verdict):
         with pytest.raises(ValueError, match=r"dense.*lr 0.001.*ppo.*seed 0.*more than once"):
             report(results + results[:1])
+
+
+def test_a_repeated_seed_is_refused_before_any_run(tmp_path):
+    suite = _suite()  # the task name is unknown too: a run that started would raise that instead
+    with pytest.raises(ValueError, match=r"no_such_task lr 0.003 ppo seed 0 appears more than once"):
+        suite.main(["--tasks", "no_such_task", "--lrs", "3e-3", "--seeds", "0,0", "--out", str(tmp_path)])
