@@ -96,7 +96,8 @@ class PPOConfig(GRPOConfig):
             the critic is PPO's only baseline, and at 0.1 a fresh value head lags the mean score for tens of rollouts,
             every advantage carrying that mean meanwhile (`benchmarks/learning_suite.py`, dense task).
         clip_value_loss (`bool`, *optional*, defaults to `True`):
-            Use the clipped value loss 0.5·max((V−R)², (clip(V)−R)²); `False` gives the plain squared error.
+            Use the clipped value loss 0.5·max((V−R)², (clip(V)−R)²); `False` gives the unclipped one (either is Huber's
+            loss instead with `value_huber_delta`).
         value_huber_delta (`float` or `None`, *optional*, defaults to `None`):
             If set, the value loss is the Huber loss with this threshold δ (in the units of the normalised scores)
             instead of 0.5·(V−R)² (Huber 1964; DQN's error clipping, Mnih et al. 2015). A rare large return (a first
