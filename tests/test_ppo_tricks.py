@@ -353,3 +353,18 @@ def test_value_learning_rate_refuses_an_optimizer_without_the_critic(tiny_model_
     trainer.optimizer = torch.optim.AdamW(policy_only, lr=1e-3)
     with pytest.raises(ValueError, match=r"value_learning_rate=0.01: the optimizer holds none of the critic"):
         trainer.create_optimizer()
+
+
+def test_every_trick_in_the_readme_glossary_reaches_the_model_card():
+    """A card that omits a switch misstates the recipe it trained with (e.g. a Huber critic read as a squared one)."""
+    import re
+    from pathlib import Path
+
+    from trl_ppo_plus.run_info import _CARD_FIELDS
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    glossary = readme[readme.index("## PPO tricks (config glossary)") : readme.index("## Architecture map")]
+    tricks = re.findall(r"^\| `(\w+)` \|", glossary, re.MULTILINE)
+    assert "value_huber_delta" in tricks and len(tricks) >= 9
+    assert [t for t in tricks if t not in _CARD_FIELDS] == []
+    assert all(hasattr(PPOConfig, t) for t in tricks)  # the glossary names real fields

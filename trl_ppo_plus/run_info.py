@@ -14,7 +14,8 @@ _CARD_FIELDS = [
     "generation_batch_size", "num_generations", "max_completion_length", "temperature", "num_ppo_epochs",
     "num_mini_batches", "cliprange", "cliprange_value", "value_huber_delta", "vf_coef", "gamma", "lam", "whiten_rewards",
     "whiten_advantages", "kl_estimator", "kl_penalty", "entropy_coef", "missing_eos_penalty", "max_steps", "seed",
-    "reward_normalization",
+    "reward_normalization", "critic_warmup_rollouts", "dual_clip", "cliprange_high", "loss_aggregation", "lam_critic",
+    "lam_actor_length_alpha",
 ]  # fmt: skip
 
 
