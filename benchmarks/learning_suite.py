@@ -4,6 +4,8 @@
     .venv/bin/python benchmarks/learning_suite.py                    # lr {1e-3, 3e-3, 1e-2} × seeds {0, 1}
     .venv/bin/python benchmarks/learning_suite.py --quick --ablation # PPO with each trick switched on, one row each
     .venv/bin/python benchmarks/learning_suite.py --quick --ppo kl_coef=0.0 --algos ppo   # any PPOConfig override
+    .venv/bin/python benchmarks/learning_suite.py --algos ppo,grpo --ppo num_generations=16 --grpo num_generations=16 \
+        --common_random_numbers --tasks sparse_terminal --lrs 1e-2 --seeds 0,1,2,3,4,5,6,7  # a paired comparison
 
 Four tasks, four reward shapes, each on a tiny local model (`trl_ppo_plus.tiny`), no network:
 
@@ -146,8 +148,24 @@ def task(name: str, seed: int, workdir: Path):
     raise ValueError(f"unknown task {name!r}; expected one of {TASKS}")
 
 
-def run(algo: str, name: str, lr: float, seed: int, rollouts: int, workdir: Path, ppo_overrides: dict) -> list[float]:
-    """Train one (algorithm, task, lr, seed); returns the per-rollout mean score."""
+def run(
+    algo: str,
+    name: str,
+    lr: float,
+    seed: int,
+    rollouts: int,
+    workdir: Path,
+    overrides: dict,
+    common_random_numbers: bool = False,
+) -> list[float]:
+    """Train one (algorithm, task, lr, seed) with `overrides` on its config; returns the per-rollout mean score.
+
+    `common_random_numbers`: reseed torch's generator with (seed, rollout index) before every rollout's sampling, so
+    that two trainers (or two PPO variants) run at the same seed draw their k-th rollout from the same random numbers:
+    a paired comparison, in which the seeds' luck of when a sparse reward is first sampled is shared, not averaged."""
+    import itertools
+
+    import torch
     from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
 
     from trl_ppo_plus import PPOConfig, PPOTrainer
@@ -168,13 +186,21 @@ def run(algo: str, name: str, lr: float, seed: int, rollouts: int, workdir: Path
         bf16=False,
     )
     if algo == "ppo":
-        args = PPOConfig(**common, max_steps=rollouts, **ppo_overrides)
+        args = PPOConfig(**common, max_steps=rollouts, **overrides)
         args.max_steps = rollouts * args.num_ppo_epochs * args.num_mini_batches  # equal completions
         trainer_cls = PPOTrainer
     else:
         config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if algo == "grpo" else (RLOOConfig, RLOOTrainer)
-        args = config_cls(**common, max_steps=rollouts)
+        args = config_cls(**common, max_steps=rollouts, **overrides)
     trainer = trainer_cls(model=model, reward_funcs=RecordedReward(reward, curve), args=args, train_dataset=data)
+    if common_random_numbers:
+        generate, rollout_index = trainer._generate, itertools.count()
+
+        def reseeded_generate(prompts):
+            torch.manual_seed(1_000_003 * seed + next(rollout_index))
+            return generate(prompts)
+
+        trainer._generate = reseeded_generate  # TRL's one sampling entry point, shared by all three trainers
     trainer.train()
     return curve[:rollouts]
 
@@ -293,6 +319,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--algos", default=",".join(ALGOS))
     parser.add_argument("--rollouts", type=int, default=60)
     parser.add_argument("--ppo", nargs="*", default=[], help="PPOConfig overrides, key=value (JSON values)")
+    parser.add_argument("--grpo", nargs="*", default=[], help="GRPOConfig overrides, key=value (JSON values)")
+    parser.add_argument("--rloo", nargs="*", default=[], help="RLOOConfig overrides, key=value (JSON values)")
+    parser.add_argument(
+        "--common_random_numbers",
+        action="store_true",
+        help="reseed the sampler per (seed, rollout) so every trainer's k-th rollout uses the same random numbers",
+    )
     parser.add_argument("--ablation", action="store_true", help="PPO only: one row per trick (ABLATION)")
     parser.add_argument("--out", default="runs/learning_suite")
     parser.add_argument("--workdir", default=None, help="cache for the SFT checkpoint (default: a temp dir)")
@@ -308,6 +341,7 @@ def main(argv: list[str] | None = None) -> None:
     lrs = [3e-3] if cli.quick else [float(x) for x in cli.lrs.split(",")]
     seeds = [0] if cli.quick else [int(x) for x in cli.seeds.split(",")]
     overrides = _parse_overrides(cli.ppo)
+    baseline = {"grpo": _parse_overrides(cli.grpo), "rloo": _parse_overrides(cli.rloo)}
     variants = {f"ppo[{k}]": {**overrides, **v} for k, v in ABLATION.items()} if cli.ablation else {"ppo": overrides}
     algos = [a for a in cli.algos.split(",") if not (cli.ablation and a != "ppo")]
     planned = [{"task": n, "lr": lr, "algo": a, "seed": s} for n in cli.tasks.split(",") for lr in lrs for s in seeds for a in algos]  # fmt: skip
@@ -319,9 +353,9 @@ def main(argv: list[str] | None = None) -> None:
         for lr in lrs:
             for seed in seeds:
                 for algo in algos:
-                    for label, ppo_overrides in variants.items() if algo == "ppo" else [(algo, {})]:
+                    for label, config in variants.items() if algo == "ppo" else [(algo, baseline[algo])]:
                         t0 = time.perf_counter()
-                        curve = run(algo, name, lr, seed, cli.rollouts, workdir, ppo_overrides)
+                        curve = run(algo, name, lr, seed, cli.rollouts, workdir, config, cli.common_random_numbers)
                         auc, final = summarize(curve)
                         results.append(
                             {"task": name, "lr": lr, "seed": seed, "algo": label, "auc": auc, "final": final,

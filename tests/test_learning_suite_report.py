@@ -80,3 +80,18 @@ def test_a_repeated_seed_is_refused_before_any_run(tmp_path):
     suite = _suite()  # the task name is unknown too: a run that started would raise that instead
     with pytest.raises(ValueError, match=r"no_such_task lr 0.003 ppo seed 0 appears more than once"):
         suite.main(["--tasks", "no_such_task", "--lrs", "3e-3", "--seeds", "0,0", "--out", str(tmp_path)])
+
+
+def test_common_random_numbers_pair_two_trainers_rollout_by_rollout(tmp_path):
+    """At lr 0 with the same prompts (one group of 16), PPO and GRPO differ only in how they use the random generator
+    between rollouts (PPO builds a value head): with common random numbers they sample the same completions at
+    every rollout, so their per-rollout scores agree exactly; without, they do not."""
+    suite = _suite()
+
+    def curve(algo, crn):
+        config = {"num_generations": 16}
+        return suite.run(algo, "dense", 0.0, 0, 4, tmp_path / f"{algo}-{crn}", config, common_random_numbers=crn)
+
+    paired = curve("ppo", True), curve("grpo", True)
+    assert paired[0] == paired[1] and len(paired[0]) == 4
+    assert curve("ppo", False) != curve("grpo", False)
