@@ -4,7 +4,6 @@ Each example runs in-process through its `main(argv)` with its own YAML (`--conf
 flags that shrink it: a local dataset file written here, the tiny model, 2 steps, 8-token completions.
 """
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,6 +15,8 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
+from tests.scripts import load_script
+
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -23,14 +24,8 @@ SCRIPTS = ("ppo_gsm8k_qlora", "ppo_code_qlora", "ppo_rlhf_reward_model")
 
 
 def load_example(name: str):
-    """Import `examples/<name>.py` (registered in sys.modules first: its dataclasses resolve their annotations there)."""
-    module_name = f"examples_{name}"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, EXAMPLES / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
+    """Import `examples/<name>.py`."""
+    return load_script(f"examples/{name}.py")
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:

@@ -1,17 +1,15 @@
 """KL controllers: the adaptive formula by hand, clipping, validation, exact state round-trips, PID anti-windup, and
 convergence on the benchmark's simulated plant."""
 
-import importlib.util
 import json
 import math
 import random
 import re
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.scripts import load_script
 from trl_ppo_plus.kl_control import (
     AdaptiveKLController,
     FixedKLController,
@@ -22,13 +20,7 @@ from trl_ppo_plus.kl_control import (
 
 
 def _load_benchmark():
-    # benchmarks/ is not a package: load the script by path so the plant has one implementation.
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "kl_controllers.py"
-    spec = importlib.util.spec_from_file_location("kl_controllers_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/kl_controllers.py")  # the plant has one implementation: the benchmark's
 
 
 CONFIG = dict(

@@ -1,22 +1,15 @@
 """`benchmarks/learning_suite.py`'s report: means with standard errors, and a verdict that tells a gap the seeds
 resolve from one they do not."""
 
-import importlib.util
 import statistics
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_script
+
 
 def _suite():
-    # benchmarks/ is not a package: load the script by path, so that the test checks the report users run.
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "learning_suite.py"
-    spec = importlib.util.spec_from_file_location("learning_suite_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/learning_suite.py")  # the report users run
 
 
 def _runs(task, lr, algo, aucs):

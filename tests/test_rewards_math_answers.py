@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.scripts import load_script
 from trl_ppo_plus.rewards import extract_answer, make_math_reward, math_accuracy_reward, verify_answer
 from trl_ppo_plus.rewards import math as math_module
 
@@ -228,12 +229,7 @@ def test_extraction_is_linear_on_a_megabyte(name):
 def test_agreement_benchmark_reads_parametrize_tables():
     """`benchmarks/math_verify_agreement.py` reads (gold, pred, expected) tables from a test file's source, skipping
     commented-out rows and picking up a precision the test function passes (a synthetic file, not theirs)."""
-    import importlib.util
-
-    path = Path(__file__).parents[1] / "benchmarks" / "math_verify_agreement.py"
-    spec = importlib.util.spec_from_file_location("math_verify_agreement", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("benchmarks/math_verify_agreement.py")
     source = """
 import math, pytest
 
