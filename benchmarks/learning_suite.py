@@ -17,8 +17,9 @@ Four tasks, four reward shapes, each on a tiny local model (`trl_ppo_plus.tiny`)
 
 Every run samples `--rollouts` rollouts of 16 completions of up to 8 tokens (arithmetic: 20) at temperature 1.0 and
 the same lr; GRPO and RLOO keep their TRL defaults otherwise (GRPO: groups of 8, β = 0; RLOO: groups of 2, β = 0.05),
-PPO keeps ours (one completion per prompt). PPO's `max_steps` is `rollouts × num_ppo_epochs × num_mini_batches`, so all three see
-the same number of completions. The curve is the mean score of each rollout, recorded by the reward function itself.
+PPO keeps ours (one completion per prompt, four epochs). PPO's `max_steps` is `rollouts × num_ppo_epochs ×
+num_mini_batches` (GRPO's and RLOO's: `rollouts × num_iterations`), so all three see the same number of completions.
+The curve is the mean score of each rollout, recorded by the reward function itself.
 Reported: AUC (mean score over all rollouts) and final (mean over the last 10 rollouts), and a PNG of the curves.
 """
 
@@ -48,7 +49,7 @@ ABLATION = {
     "defaults": {},
     "reward_normalization=none": {"reward_normalization": "none"},
     "reward_normalization=initial": {"reward_normalization": "initial"},
-    "num_ppo_epochs=2": {"num_ppo_epochs": 2},
+    "num_ppo_epochs=1 (previous default)": {"num_ppo_epochs": 1},
     "whiten_advantages=true": {"whiten_advantages": True},
     "critic_warmup_rollouts=5": {"critic_warmup_rollouts": 5},
     "value_learning_rate=3e-2 (10x the --quick lr)": {"value_learning_rate": 3e-2},
@@ -192,6 +193,7 @@ def run(
     else:
         config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if algo == "grpo" else (RLOOConfig, RLOOTrainer)
         args = config_cls(**common, max_steps=rollouts, **overrides)
+        args.max_steps = rollouts * args.num_iterations  # equal completions, also with `--grpo num_iterations=2`
     trainer = trainer_cls(model=model, reward_funcs=RecordedReward(reward, curve), args=args, train_dataset=data)
     if common_random_numbers:
         generate, rollout_index = trainer._generate, itertools.count()

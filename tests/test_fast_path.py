@@ -147,8 +147,9 @@ def test_fast_path_skips_the_rollout_forwards_only_when_the_rollout_is_used_once
 
 def test_fast_path_condition():
     def applies(**fields):
-        return fast_path.applies(PPOConfig("out", report_to="none", **fields))
+        return fast_path.applies(PPOConfig("out", report_to="none", **{"num_ppo_epochs": 1, **fields}))
 
+    assert not fast_path.applies(PPOConfig("out", report_to="none"))  # the default: four epochs
     assert applies()
     assert applies(gradient_accumulation_steps=4, whiten_advantages=False)
     assert applies(whiten_advantages=True, whiten_rewards=True)  # one micro-batch: whitening sees the whole rollout

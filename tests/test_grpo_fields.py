@@ -200,7 +200,7 @@ def test_a_replaced_or_copied_config_derives_its_fields_again(tmp_path):
     assert dataclasses.replace(args, loss_aggregation="token-mean").loss_aggregation == "token-mean"
     accumulated = dataclasses.replace(copy.deepcopy(args), gradient_accumulation_steps=2)
     assert (accumulated.steps_per_generation, accumulated.generation_batch_size) == (2, 4)
-    assert accumulated.max_steps == 4  # 16 episodes in rollouts of 4, one mini-batch each
+    assert accumulated.max_steps == 4 * args.num_ppo_epochs  # 16 episodes in rollouts of 4, one mini-batch per epoch
     with pytest.raises(ValueError, match="num_iterations=2 and PPOConfig.num_ppo_epochs=3"):
         dataclasses.replace(args, num_iterations=2, num_ppo_epochs=3)  # what the user sets still has to agree
     with pytest.raises(ValueError, match="max_steps=5 was set"):
