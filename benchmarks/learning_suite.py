@@ -17,8 +17,9 @@ Four tasks, four reward shapes, each on a tiny local model (`trl_ppo_plus.tiny`)
 
 Every run samples `--rollouts` rollouts of 16 completions of up to 8 tokens (arithmetic: 20) at temperature 1.0 and
 the same lr; GRPO and RLOO keep their TRL defaults otherwise (GRPO: groups of 8, β = 0; RLOO: groups of 2, β = 0.05),
-PPO keeps ours (one completion per prompt, four epochs). PPO's `max_steps` is `rollouts × num_ppo_epochs ×
-num_mini_batches` (GRPO's and RLOO's: `rollouts × num_iterations`), so all three see the same number of completions.
+PPO keeps ours (one completion per prompt, four epochs). `max_steps` is set so that each trainer generates `--rollouts`
+rollouts (`optimizer_steps_for`; PPO: `rollouts × num_ppo_epochs × num_mini_batches`), so all three see the same
+number of completions, whatever the `--ppo`/`--grpo`/`--rloo` overrides.
 The curve is the mean score of each rollout, recorded by the reward function itself.
 Reported: AUC (mean score over all rollouts) and final (mean over the last 10 rollouts), and a PNG of the curves.
 """
@@ -149,6 +150,13 @@ def task(name: str, seed: int, workdir: Path):
     raise ValueError(f"unknown task {name!r}; expected one of {TASKS}")
 
 
+def optimizer_steps_for(rollouts: int, args) -> int:
+    """`max_steps` that makes a GRPO, RLOO or PPO config generate `rollouts` rollouts: TRL generates once every
+    `steps_per_generation × num_iterations` micro-batches, and steps the optimizer every `gradient_accumulation_steps`
+    (PPO: `num_ppo_epochs × num_mini_batches` steps per rollout, the same product)."""
+    return rollouts * args.num_iterations * args.steps_per_generation // args.gradient_accumulation_steps
+
+
 def run(
     algo: str,
     name: str,
@@ -187,13 +195,11 @@ def run(
         bf16=False,
     )
     if algo == "ppo":
-        args = PPOConfig(**common, max_steps=rollouts, **overrides)
-        args.max_steps = rollouts * args.num_ppo_epochs * args.num_mini_batches  # equal completions
-        trainer_cls = PPOTrainer
+        config_cls, trainer_cls = PPOConfig, PPOTrainer
     else:
         config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if algo == "grpo" else (RLOOConfig, RLOOTrainer)
-        args = config_cls(**common, max_steps=rollouts, **overrides)
-        args.max_steps = rollouts * args.num_iterations  # equal completions, also with `--grpo num_iterations=2`
+    args = config_cls(**common, max_steps=rollouts, **overrides)
+    args.max_steps = optimizer_steps_for(rollouts, args)  # equal completions, whatever the overrides
     trainer = trainer_cls(model=model, reward_funcs=RecordedReward(reward, curve), args=args, train_dataset=data)
     if common_random_numbers:
         generate, rollout_index = trainer._generate, itertools.count()

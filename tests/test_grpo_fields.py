@@ -292,3 +292,24 @@ def test_honoured_generation_fields_reach_the_generation_config(tiny_model_path,
     assert trainer.reward_weights.tolist() == [0.5] and trainer.shuffle_dataset is False
     assert trainer.chat_template_kwargs == {"enable_thinking": False} and trainer.mask_truncated_completions
     assert torch.equal(trainer.reward_weights, torch.tensor([0.5]))
+
+
+def test_a_max_steps_that_buys_fewer_rollouts_than_grpo_says_so(tmp_path, caplog):
+    # Issue 18: a GRPO script keeps its max_steps; with 4 epochs per rollout it generates a quarter of the completions.
+    import logging
+
+    def warnings_for(**kwargs):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="trl_ppo_plus.config"):
+            _config(tmp_path, per_device_train_batch_size=16, **kwargs)
+        return [r.getMessage() for r in caplog.records if "counts optimizer steps" in r.getMessage()]
+
+    (message,) = warnings_for(max_steps=60)  # the default: 4 epochs, one mini-batch
+    assert "15 rollouts of 16 completions" in message and "generates 60" in message
+    assert "total_episodes" in message  # the fix it names
+    assert "last rollout" not in message  # 60 = 15 × 4
+    assert "the last rollout is trained for 2 of its 4 steps" in warnings_for(max_steps=10)[0].lower()
+    assert "2 per rollout" in warnings_for(max_steps=60, num_ppo_epochs=1, num_mini_batches=2)[0]
+    assert warnings_for(max_steps=60, num_ppo_epochs=1) == []  # GRPO's count: nothing to say
+    assert warnings_for(total_episodes=960) == []  # a completion budget: 60 rollouts, max_steps derived
+    assert warnings_for() == []  # no max_steps: the dataset and num_train_epochs decide

@@ -88,3 +88,30 @@ def test_common_random_numbers_pair_two_trainers_rollout_by_rollout(tmp_path):
     paired = curve("ppo", True), curve("grpo", True)
     assert paired[0] == paired[1] and len(paired[0]) == 4
     assert curve("ppo", False) != curve("grpo", False)
+
+
+@pytest.mark.parametrize(
+    "algo, overrides, rollout_size",
+    [
+        ("grpo", {"num_iterations": 2}, 16),
+        ("grpo", {"steps_per_generation": 2}, 32),  # a rollout of 32: two optimizer steps of 16
+        ("rloo", {"generation_batch_size": 32}, 32),
+        ("ppo", {}, 16),  # four epochs
+        ("ppo", {"num_ppo_epochs": 1, "num_mini_batches": 2}, 32),
+    ],
+)
+def test_every_trainer_generates_the_asked_rollouts_whatever_its_batching(
+    tmp_path, monkeypatch, algo, overrides, rollout_size
+):
+    # Equal completions is the suite's premise: max_steps must buy exactly `rollouts` rollouts under any override.
+    suite = _suite()
+    sizes = []
+
+    class Counted(suite.RecordedReward):
+        def __call__(self, completions, **kwargs):
+            sizes.append(len(completions))
+            return super().__call__(completions, **kwargs)
+
+    monkeypatch.setattr(suite, "RecordedReward", Counted)
+    suite.run(algo, "dense", 1e-3, 0, 2, tmp_path, overrides)
+    assert sizes == [rollout_size] * 2, f"{algo} {overrides}: rollouts of {sizes}"

@@ -244,6 +244,32 @@ def test_resume_from_a_mid_rollout_checkpoint_continues_exactly(tiny_model_path,
     _assert_same_params(_params(resumed), _params(full))
 
 
+@pytest.mark.parametrize("saved_by", ["this version", "an older version"])
+def test_resume_under_another_epoch_count_starts_a_fresh_rollout(tiny_model_path, tmp_path, caplog, saved_by):
+    # A checkpoint saved with one epoch per rollout (the default before issue 18's fourth round) and resumed with two:
+    # its rollout's position means nothing under the new schedule, so the resumed run generates at once.
+    def run(out, epochs, max_steps, resume=None):
+        trainer = _trainer(
+            tiny_model_path, out, num_ppo_epochs=epochs, max_steps=max_steps, save_strategy="steps", save_steps=1
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    run(tmp_path / "saved", epochs=1, max_steps=2)
+    checkpoint = tmp_path / "saved" / "checkpoint-1"
+    if saved_by == "an older version":  # rollout files without the schedule: the run description tells it
+        rollout_file = checkpoint / "ppo_rollout_rank0.pt"
+        state = torch.load(rollout_file, weights_only=True)
+        del state["schedule"]
+        torch.save(state, rollout_file)
+    with caplog.at_level(logging.WARNING, logger="trl_ppo_plus.checkpointing"):
+        resumed = run(tmp_path / "resumed", epochs=2, max_steps=4, resume=str(checkpoint))
+    # Fresh: steps 2 and 4 generate (8 + 16 episodes). Continuing the old rollout would have trained on it at step 2
+    # and generated only at step 3: 16.
+    assert resumed._episodes == 24
+    assert any("resuming starts a fresh rollout" in r.getMessage() for r in caplog.records)
+
+
 # ---------------------------------------------------------------------------------------------- 7, 8: empty, bad rewards
 def _never_scored(completions, **kwargs):
     return [None] * len(completions)

@@ -21,6 +21,7 @@ logger = logging.getLogger(__name__)
 CRITIC_ATTR = "ppo_critic"  # the critic is a submodule of the policy, so DDP, the optimizer and `.to()` see it
 VALUE_MODEL_DIR = "value_model"
 KL_CONTROLLER_FILE = "kl_controller.json"  # written last by `_save`: a checkpoint without it is incomplete
+ROLLOUT_SCHEDULE_FIELDS = ("num_ppo_epochs", "num_mini_batches")  # a saved rollout continues only under the same
 ROLLOUT_STATE_FILE = "ppo_rollout_rank{}.pt"  # each process's rollout being trained on: a mid-rollout resume is exact
 
 
@@ -99,6 +100,7 @@ class PPOCheckpointing:
             "update_stopped_early": self._update_stopped_early,
             "rollout_is_empty": self._rollout_is_empty,
             "num_processes": self.accelerator.num_processes,  # the rollout is split over this many processes
+            "schedule": self._rollout_schedule(),  # how many steps train on it: `step` counts within this
         }
         os.makedirs(output_dir, exist_ok=True)  # other ranks may get here before rank 0 has created it
         path = os.path.join(output_dir, ROLLOUT_STATE_FILE.format(self.accelerator.process_index))
@@ -159,6 +161,11 @@ class PPOCheckpointing:
         self._train_rollouts = saved.get("train_rollouts", 0)
         self._rollout_kl_coef = self.kl_ctl.value
 
+    def _rollout_schedule(self) -> dict:
+        """How many optimizer steps train on one rollout: a saved rollout's position (`step`) means nothing under
+        another schedule (e.g. a checkpoint saved under an older default of `num_ppo_epochs`)."""
+        return {name: int(getattr(self.args, name)) for name in ROLLOUT_SCHEDULE_FIELDS}
+
     def _load_rollout_state(self, checkpoint: str) -> None:
         """Continue the saved rollout, or, on every process alike, start a fresh one.
 
@@ -169,6 +176,16 @@ class PPOCheckpointing:
         path = os.path.join(checkpoint, ROLLOUT_STATE_FILE.format(self.accelerator.process_index))
         # Loaded on the CPU, then moved: torch.load cannot map to a device such as "cpu:0" (multi-process CPU runs).
         state = torch.load(path, map_location="cpu", weights_only=True) if os.path.exists(path) else None
+        saved = (state or {}).get("schedule") or _schedule_in_run_info(checkpoint)  # older files: the card's record
+        if state is not None and saved is not None and saved != self._rollout_schedule():
+            logger.warning(  # the same on every process: the schedule comes from the config
+                "%s: its rollout was being trained with %s, this run trains with %s: resuming starts a fresh rollout "
+                "(continuing the saved one would train on it for the wrong number of steps).",
+                checkpoint,
+                saved,
+                self._rollout_schedule(),
+            )
+            return
         world = self.accelerator.num_processes
         usable = state is not None and state.get("num_processes", world) == world  # older files: assume the same
         flag = torch.tensor([float(usable)], device=self.accelerator.device)
@@ -185,6 +202,19 @@ class PPOCheckpointing:
         self._rollout_kl_coef = state["rollout_kl_coef"]
         self._update_stopped_early = state["update_stopped_early"]
         self._rollout_is_empty = state["rollout_is_empty"]
+
+
+def _schedule_in_run_info(checkpoint: str) -> dict | None:
+    """`_rollout_schedule()` as the checkpoint's run description recorded it (rollout files saved before the schedule
+    was), or None when there is none to read."""
+    from trl_ppo_plus.model_card import RUN_INFO_FILE
+
+    try:
+        with open(os.path.join(checkpoint, RUN_INFO_FILE)) as f:
+            config = json.load(f)["ppo_config"]
+        return {name: config[name] for name in ROLLOUT_SCHEDULE_FIELDS}
+    except (OSError, KeyError, TypeError, ValueError):
+        return None
 
 
 def check_checkpoint_is_complete(checkpoint: str) -> None:

@@ -494,6 +494,23 @@ class PPOConfig(GRPOConfig):
                     updates * self.generation_batch_size,
                 )
             self.max_steps = _derived(steps)
+        elif self.max_steps > 0 and self.num_ppo_epochs * self.num_mini_batches > 1:
+            # A GRPO script's max_steps keeps counting optimizer steps; issue 18 measured what that costs a drop-in.
+            per_rollout = self.num_ppo_epochs * self.num_mini_batches
+            rollouts, partial = math.ceil(self.max_steps / per_rollout), self.max_steps % per_rollout
+            logger.warning(
+                "max_steps=%d counts optimizer steps, %d per rollout (num_ppo_epochs=%d × num_mini_batches=%d): "
+                "%d rollouts of %d completions, where GRPO's default (num_iterations=1) generates %d.%s For a budget "
+                "of completions set total_episodes instead of max_steps (or num_ppo_epochs=1 for GRPO's count).",
+                self.max_steps,
+                per_rollout,
+                self.num_ppo_epochs,
+                self.num_mini_batches,
+                rollouts,
+                self.generation_batch_size,
+                self.max_steps,
+                f" The last rollout is trained for {partial} of its {per_rollout} steps." if partial else "",
+            )
 
     def _accumulation_hint(self, micro_batches: int) -> str:
         if micro_batches % self.num_mini_batches:
