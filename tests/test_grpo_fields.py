@@ -305,11 +305,14 @@ def test_a_max_steps_that_buys_fewer_rollouts_than_grpo_says_so(tmp_path, caplog
         return [r.getMessage() for r in caplog.records if "counts optimizer steps" in r.getMessage()]
 
     (message,) = warnings_for(max_steps=60)  # the default: 4 epochs, one mini-batch
-    assert "15 rollouts of 16 completions" in message and "generates 60" in message
+    assert "240 completions in 15 rollouts" in message and "generates 960" in message
     assert "total_episodes" in message  # the fix it names
     assert "last rollout" not in message  # 60 = 15 × 4
     assert "the last rollout is trained for 2 of its 4 steps" in warnings_for(max_steps=10)[0].lower()
-    assert "2 per rollout" in warnings_for(max_steps=60, num_ppo_epochs=1, num_mini_batches=2)[0]
+    two_by_two = warnings_for(max_steps=60, num_ppo_epochs=2, num_mini_batches=2)[0]  # rollouts of 32
+    assert "4 per rollout" in two_by_two and "480 completions in 15 rollouts" in two_by_two
+    assert "generates 960" in two_by_two  # GRPO with rollouts of 32, 2 steps each: 30 rollouts
+    assert warnings_for(max_steps=60, num_ppo_epochs=1, num_mini_batches=2) == []  # GRPO's count, in bigger rollouts
     assert warnings_for(max_steps=60, num_ppo_epochs=1) == []  # GRPO's count: nothing to say
     assert warnings_for(total_episodes=960) == []  # a completion budget: 60 rollouts, max_steps derived
     assert warnings_for() == []  # no max_steps: the dataset and num_train_epochs decide

@@ -103,7 +103,7 @@ class PPOConfig(GRPOConfig):
             instead of 0.5·(V−R)² (Huber 1964; DQN's error clipping, Mnih et al. 2015). A rare large return (a first
             success under a sparse reward, ÷ a small running std) then moves the critic by at most δ's gradient, not
             by its size, so the critic does not overshoot for every state and push every later failure down
-            (`benchmarks/learning_suite.py`: sparse terminal at lr 1e-2, 16 seeds, 0.512 → 0.576). Off by default:
+            (`benchmarks/learning_suite.py`: sparse terminal at lr 1e-2, 16 seeds, one epoch, 0.512 → 0.576). Off by default:
             it costs the demo's arithmetic at lr 1e-3 (6 seeds, 0.101 → 0.075) and the demo (+28.9 → +25.0 pts).
         gamma (`float`, *optional*, defaults to `1.0`):
             Discount factor of GAE, in (0, 1]. 1.0 is the RLHF convention (episodes are short and finite).
@@ -121,12 +121,13 @@ class PPOConfig(GRPOConfig):
             also drops the std division).
         num_ppo_epochs (`int`, *optional*, defaults to `4`):
             Passes over each rollout batch; a GRPO script's `num_iterations`, when set, is read as this. 4, as TRL ≤
-            1.12 and CleanRL: reusing a rollout under the clipped objective is what PPO is for (Schulman et al. 2017,
-            arXiv:1707.06347, ran 3–15 epochs), and at equal generated completions and equal lr it learned faster
-            than one or two passes on the three random-init tasks of `benchmarks/learning_suite.py` (README, issue
-            18). `max_steps` counts optimizer steps, as GRPO's does with `num_iterations`: a rollout takes
-            `num_ppo_epochs × num_mini_batches` of them, so at a fixed `max_steps` four epochs generate a quarter of
-            the completions of one. 1 is veRL's and OpenRLHF's default and enables the fast path below.
+            1.12 and CleanRL (Schulman et al. 2017, arXiv:1707.06347, ran 3–15 epochs): at equal generated completions
+            and equal lr, four optimizer steps per rollout under the clipped objective learned faster than one or two
+            on the three random-init tasks of `benchmarks/learning_suite.py` (README, issue 18, 16 seeds). `max_steps`
+            counts optimizer steps, as GRPO's does with `num_iterations`: a rollout takes `num_ppo_epochs ×
+            num_mini_batches` of them, so at a fixed `max_steps` four epochs generate a quarter of the completions of
+            one and learn less per step (a warning says so; `total_episodes` fixes a completion budget instead). 1 is
+            veRL's and OpenRLHF's default and enables the fast path below.
         num_mini_batches (`int` or `None`, *optional*, defaults to `None`):
             Optimizer steps per epoch: the rollout batch is split into this many mini-batches. `None`: derived from
             `generation_batch_size` / `steps_per_generation` when one is set, else `1`. With `num_ppo_epochs=1` and
@@ -494,21 +495,22 @@ class PPOConfig(GRPOConfig):
                     updates * self.generation_batch_size,
                 )
             self.max_steps = _derived(steps)
-        elif self.max_steps > 0 and self.num_ppo_epochs * self.num_mini_batches > 1:
+        elif self.max_steps > 0 and self.num_ppo_epochs > 1:
             # A GRPO script's max_steps keeps counting optimizer steps; issue 18 measured what that costs a drop-in.
             per_rollout = self.num_ppo_epochs * self.num_mini_batches
             rollouts, partial = math.ceil(self.max_steps / per_rollout), self.max_steps % per_rollout
+            grpo_rollouts = math.ceil(self.max_steps / self.num_mini_batches)  # the same batching, one pass each
             logger.warning(
                 "max_steps=%d counts optimizer steps, %d per rollout (num_ppo_epochs=%d × num_mini_batches=%d): "
-                "%d rollouts of %d completions, where GRPO's default (num_iterations=1) generates %d.%s For a budget "
+                "%d completions in %d rollouts, where GRPO's default (num_iterations=1) generates %d.%s For a budget "
                 "of completions set total_episodes instead of max_steps (or num_ppo_epochs=1 for GRPO's count).",
                 self.max_steps,
                 per_rollout,
                 self.num_ppo_epochs,
                 self.num_mini_batches,
+                rollouts * self.generation_batch_size,
                 rollouts,
-                self.generation_batch_size,
-                self.max_steps,
+                grpo_rollouts * self.generation_batch_size,
                 f" The last rollout is trained for {partial} of its {per_rollout} steps." if partial else "",
             )
 
