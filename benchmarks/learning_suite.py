@@ -154,7 +154,17 @@ def optimizer_steps_for(rollouts: int, args) -> int:
     """`max_steps` that makes a GRPO, RLOO or PPO config generate `rollouts` rollouts: TRL generates once every
     `steps_per_generation × num_iterations` micro-batches, and steps the optimizer every `gradient_accumulation_steps`
     (PPO: `num_ppo_epochs × num_mini_batches` steps per rollout, the same product)."""
-    return rollouts * args.num_iterations * args.steps_per_generation // args.gradient_accumulation_steps
+    micro_batches = rollouts * args.num_iterations * args.steps_per_generation
+    if (
+        args.steps_per_generation < args.gradient_accumulation_steps
+        or micro_batches % args.gradient_accumulation_steps
+    ):
+        raise ValueError(
+            f"steps_per_generation={args.steps_per_generation} with gradient_accumulation_steps="
+            f"{args.gradient_accumulation_steps}: an optimizer step would span rollouts, so no max_steps buys exactly "
+            f"{rollouts} rollouts; make steps_per_generation a multiple of gradient_accumulation_steps."
+        )
+    return micro_batches // args.gradient_accumulation_steps
 
 
 def run(
@@ -198,7 +208,7 @@ def run(
         config_cls, trainer_cls = PPOConfig, PPOTrainer
     else:
         config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if algo == "grpo" else (RLOOConfig, RLOOTrainer)
-    args = config_cls(**common, max_steps=rollouts, **overrides)
+    args = config_cls(**common, **overrides)  # max_steps unset here: PPOConfig would warn about a placeholder
     args.max_steps = optimizer_steps_for(rollouts, args)  # equal completions, whatever the overrides
     trainer = trainer_cls(model=model, reward_funcs=RecordedReward(reward, curve), args=args, train_dataset=data)
     if common_random_numbers:

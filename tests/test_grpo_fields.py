@@ -305,14 +305,26 @@ def test_a_max_steps_that_buys_fewer_rollouts_than_grpo_says_so(tmp_path, caplog
         return [r.getMessage() for r in caplog.records if "counts optimizer steps" in r.getMessage()]
 
     (message,) = warnings_for(max_steps=60)  # the default: 4 epochs, one mini-batch
-    assert "240 completions in 15 rollouts" in message and "generates 960" in message
+    assert "240 completions in 15 rollout(s)" in message and "generates 960" in message
     assert "total_episodes" in message  # the fix it names
     assert "last rollout" not in message  # 60 = 15 × 4
     assert "the last rollout is trained for 2 of its 4 steps" in warnings_for(max_steps=10)[0].lower()
-    two_by_two = warnings_for(max_steps=60, num_ppo_epochs=2, num_mini_batches=2)[0]  # rollouts of 32
-    assert "4 per rollout" in two_by_two and "480 completions in 15 rollouts" in two_by_two
-    assert "generates 960" in two_by_two  # GRPO with rollouts of 32, 2 steps each: 30 rollouts
-    assert warnings_for(max_steps=60, num_ppo_epochs=1, num_mini_batches=2) == []  # GRPO's count, in bigger rollouts
+    by_two = warnings_for(max_steps=60, num_mini_batches=2)[0]  # rollouts of 32, 4 epochs of 2 steps
+    assert "8 per rollout" in by_two and "256 completions in 8 rollout(s)" in by_two and "generates 960" in by_two
+    assert "trained for 4 of its 8 steps" in by_two
+    # A script that chose its epochs (the demo, the example YAMLs, a GRPO num_iterations) is not warned.
+    assert warnings_for(max_steps=60, num_ppo_epochs=4) == []
+    assert warnings_for(max_steps=60, num_ppo_epochs=2, num_mini_batches=2) == []
+    assert warnings_for(max_steps=60, num_iterations=2) == []
     assert warnings_for(max_steps=60, num_ppo_epochs=1) == []  # GRPO's count: nothing to say
     assert warnings_for(total_episodes=960) == []  # a completion budget: 60 rollouts, max_steps derived
     assert warnings_for() == []  # no max_steps: the dataset and num_train_epochs decide
+
+
+def test_an_explicit_four_epochs_still_conflicts_with_num_iterations(tmp_path):
+    # 4 is the default, but a user who writes it (TRL 1.12's YAMLs do) and GRPO's num_iterations=2 disagree.
+    with pytest.raises(ValueError, match="num_iterations=2 and PPOConfig.num_ppo_epochs=4 disagree"):
+        _config(tmp_path, num_ppo_epochs=4, num_iterations=2)
+    assert _config(tmp_path, num_iterations=2).num_ppo_epochs == 2  # the default gives way
+    args = _config(tmp_path)
+    assert dataclasses.replace(args, num_iterations=3).num_ppo_epochs == 3  # still the default after a replace

@@ -244,10 +244,11 @@ def test_resume_from_a_mid_rollout_checkpoint_continues_exactly(tiny_model_path,
     _assert_same_params(_params(resumed), _params(full))
 
 
-@pytest.mark.parametrize("saved_by", ["this version", "an older version"])
+@pytest.mark.parametrize("saved_by", ["this version", "an older version", "a version before run descriptions"])
 def test_resume_under_another_epoch_count_starts_a_fresh_rollout(tiny_model_path, tmp_path, caplog, saved_by):
     # A checkpoint saved with one epoch per rollout (the default before issue 18's fourth round) and resumed with two:
-    # its rollout's position means nothing under the new schedule, so the resumed run generates at once.
+    # its rollout's position means nothing under the new schedule, so the resumed run generates at once. A file that
+    # does not say how it was trained (no schedule, no run description) is not continued either.
     def run(out, epochs, max_steps, resume=None):
         trainer = _trainer(
             tiny_model_path, out, num_ppo_epochs=epochs, max_steps=max_steps, save_strategy="steps", save_steps=1
@@ -257,17 +258,38 @@ def test_resume_under_another_epoch_count_starts_a_fresh_rollout(tiny_model_path
 
     run(tmp_path / "saved", epochs=1, max_steps=2)
     checkpoint = tmp_path / "saved" / "checkpoint-1"
-    if saved_by == "an older version":  # rollout files without the schedule: the run description tells it
+    if saved_by != "this version":  # rollout files without the schedule: the run description tells it, if any
         rollout_file = checkpoint / "ppo_rollout_rank0.pt"
         state = torch.load(rollout_file, weights_only=True)
         del state["schedule"]
         torch.save(state, rollout_file)
+    if saved_by == "a version before run descriptions":
+        (checkpoint / "trl_ppo_plus_run.json").unlink()
     with caplog.at_level(logging.WARNING, logger="trl_ppo_plus.checkpointing"):
         resumed = run(tmp_path / "resumed", epochs=2, max_steps=4, resume=str(checkpoint))
     # Fresh: steps 2 and 4 generate (8 + 16 episodes). Continuing the old rollout would have trained on it at step 2
     # and generated only at step 3: 16.
     assert resumed._episodes == 24
     assert any("resuming starts a fresh rollout" in r.getMessage() for r in caplog.records)
+
+
+def test_resume_with_another_accumulation_starts_a_fresh_rollout(tiny_model_path, tmp_path):
+    # Same epochs and mini-batches, but the rollout was saved in 1 micro-batch and is resumed in micro-batches of 4
+    # × 2: continuing it indexed a micro-batch that does not exist (IndexError in GRPO's buffer).
+    def run(out, max_steps, resume=None, **batching):
+        trainer = _trainer(
+            tiny_model_path, out, num_ppo_epochs=2, max_steps=max_steps, save_strategy="steps", save_steps=1,
+            **batching,
+        )  # fmt: skip
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    run(tmp_path / "saved", 2, per_device_train_batch_size=8, gradient_accumulation_steps=1)
+    resumed = run(
+        tmp_path / "resumed", 4, resume=str(tmp_path / "saved" / "checkpoint-1"),
+        per_device_train_batch_size=4, gradient_accumulation_steps=2,
+    )  # fmt: skip
+    assert resumed.state.global_step == 4 and resumed._episodes == 24  # 8 saved + 2 fresh rollouts of 8
 
 
 # ---------------------------------------------------------------------------------------------- 7, 8: empty, bad rewards

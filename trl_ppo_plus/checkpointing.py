@@ -21,7 +21,8 @@ logger = logging.getLogger(__name__)
 CRITIC_ATTR = "ppo_critic"  # the critic is a submodule of the policy, so DDP, the optimizer and `.to()` see it
 VALUE_MODEL_DIR = "value_model"
 KL_CONTROLLER_FILE = "kl_controller.json"  # written last by `_save`: a checkpoint without it is incomplete
-ROLLOUT_SCHEDULE_FIELDS = ("num_ppo_epochs", "num_mini_batches")  # a saved rollout continues only under the same
+# A saved rollout continues only under the same: `step` counts micro-batches of `steps_per_generation` per epoch.
+ROLLOUT_SCHEDULE_FIELDS = ("num_ppo_epochs", "num_mini_batches", "steps_per_generation")
 ROLLOUT_STATE_FILE = "ppo_rollout_rank{}.pt"  # each process's rollout being trained on: a mid-rollout resume is exact
 
 
@@ -176,25 +177,25 @@ class PPOCheckpointing:
         path = os.path.join(checkpoint, ROLLOUT_STATE_FILE.format(self.accelerator.process_index))
         # Loaded on the CPU, then moved: torch.load cannot map to a device such as "cpu:0" (multi-process CPU runs).
         state = torch.load(path, map_location="cpu", weights_only=True) if os.path.exists(path) else None
-        saved = (state or {}).get("schedule") or _schedule_in_run_info(checkpoint)  # older files: the card's record
-        if state is not None and saved is not None and saved != self._rollout_schedule():
-            logger.warning(  # the same on every process: the schedule comes from the config
-                "%s: its rollout was being trained with %s, this run trains with %s: resuming starts a fresh rollout "
-                "(continuing the saved one would train on it for the wrong number of steps).",
-                checkpoint,
-                saved,
-                self._rollout_schedule(),
-            )
-            return
         world = self.accelerator.num_processes
-        usable = state is not None and state.get("num_processes", world) == world  # older files: assume the same
-        flag = torch.tensor([float(usable)], device=self.accelerator.device)
+        saved = None if state is None else state.get("schedule") or _schedule_in_run_info(checkpoint)
+        if state is None:
+            reason = "no rollout saved for this process"
+        elif state.get("num_processes", world) != world:  # older files: assume the same
+            reason = f"saved by {state['num_processes']} processes, resumed on {world}"
+        elif saved != self._rollout_schedule():  # unknown (older files, no run description) counts as different
+            reason = f"trained with {saved}, this run trains with {self._rollout_schedule()}"
+        else:
+            reason = None
+        # One gather on every path: each process decides alone what it can read, and all follow the least.
+        flag = torch.tensor([float(reason is None)], device=self.accelerator.device)
         if not bool(self.accelerator.gather(flag).min() > 0):
             logger.warning(
-                "%s: no rollout saved for every one of the %d processes (missing, or saved by a different number of "
-                "processes): resuming starts a fresh rollout.",
+                "%s: the saved rollout cannot be continued on every one of the %d processes (here: %s): resuming "
+                "starts a fresh rollout.",
                 checkpoint,
                 world,
+                reason or "continuable, but another process's is not",
             )
             return
         self._step = state["step"]
@@ -212,7 +213,9 @@ def _schedule_in_run_info(checkpoint: str) -> dict | None:
     try:
         with open(os.path.join(checkpoint, RUN_INFO_FILE)) as f:
             config = json.load(f)["ppo_config"]
-        return {name: config[name] for name in ROLLOUT_SCHEDULE_FIELDS}
+        micro_batches = config["num_mini_batches"] * config["gradient_accumulation_steps"]
+        return {"num_ppo_epochs": config["num_ppo_epochs"], "num_mini_batches": config["num_mini_batches"],
+                "steps_per_generation": micro_batches}  # fmt: skip
     except (OSError, KeyError, TypeError, ValueError):
         return None
 

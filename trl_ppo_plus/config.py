@@ -297,8 +297,11 @@ class PPOConfig(GRPOConfig):
     whiten_advantages: bool = field(default=False, metadata={"help": "Whiten advantages over the rollout batch."})
     # 4 (was 1): at equal completions and lr, four clipped passes learned faster than one or two on the learning
     # suite's random-init tasks (README, issue 18); TRL <= 1.12 and CleanRL use 4, veRL and OpenRLHF 1.
+    # Marked as a default (`_Derived`): an explicit 4 still conflicts with GRPO's `num_iterations`, and only the
+    # default draws the max_steps warning (a GRPO script's drop-in), not a script that chose its epochs.
     num_ppo_epochs: int = field(
-        default=4, metadata={"help": "Passes over each rollout batch (TRL <= 1.12, CleanRL: 4; veRL, OpenRLHF: 1)."}
+        default=_derived(4),
+        metadata={"help": "Passes over each rollout batch (TRL <= 1.12, CleanRL: 4; veRL, OpenRLHF: 1)."},
     )
     num_mini_batches: int | None = field(
         default=None, metadata={"help": "Optimizer steps per epoch over a rollout (None: derived, else 1)."}
@@ -421,7 +424,11 @@ class PPOConfig(GRPOConfig):
 
         def take(grpo_name, grpo_value, ppo_name, ppo_value):
             ppo_default = _PPO_DEFAULTS[ppo_name]
-            if ppo_value != ppo_default and ppo_value != grpo_value:
+            # An explicit value equal to a marked default (num_ppo_epochs=4) is the user's too.
+            explicit = ppo_value != ppo_default or (
+                isinstance(ppo_default, _Derived) and not isinstance(ppo_value, _Derived)
+            )
+            if explicit and ppo_value != grpo_value:
                 raise ValueError(
                     f"PPOConfig.{grpo_name}={grpo_value!r} and PPOConfig.{ppo_name}={ppo_value!r} disagree: "
                     f"{grpo_name} is GRPO's name of {ppo_name}; set one of them."
@@ -495,14 +502,15 @@ class PPOConfig(GRPOConfig):
                     updates * self.generation_batch_size,
                 )
             self.max_steps = _derived(steps)
-        elif self.max_steps > 0 and self.num_ppo_epochs > 1:
-            # A GRPO script's max_steps keeps counting optimizer steps; issue 18 measured what that costs a drop-in.
+        elif self.max_steps > 0 and isinstance(self.num_ppo_epochs, _Derived):
+            # The default's epochs under a GRPO script's max_steps, which keeps counting optimizer steps: issue 18
+            # measured what that costs a drop-in. A script that sets num_ppo_epochs (or num_iterations) chose it.
             per_rollout = self.num_ppo_epochs * self.num_mini_batches
             rollouts, partial = math.ceil(self.max_steps / per_rollout), self.max_steps % per_rollout
             grpo_rollouts = math.ceil(self.max_steps / self.num_mini_batches)  # the same batching, one pass each
             logger.warning(
                 "max_steps=%d counts optimizer steps, %d per rollout (num_ppo_epochs=%d × num_mini_batches=%d): "
-                "%d completions in %d rollouts, where GRPO's default (num_iterations=1) generates %d.%s For a budget "
+                "%d completions in %d rollout(s), where GRPO's default (num_iterations=1) generates %d.%s For a budget "
                 "of completions set total_episodes instead of max_steps (or num_ppo_epochs=1 for GRPO's count).",
                 self.max_steps,
                 per_rollout,
