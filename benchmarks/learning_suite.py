@@ -306,6 +306,8 @@ def verdict(results: list[dict]) -> str:
             gap_se = (ppo[1] ** 2 + best[1] ** 2) ** 0.5
             if ppo[0] < best[0]:
                 (behind if best[0] - ppo[0] > 2 * gap_se else ties).append(name)
+        if total == 0 and not nan:  # e.g. `--ablation` (PPO variants only): nothing to compare, no "0/0" line
+            continue
         line = f"lr {lr:g}: PPO AUC ≥ best of GRPO/RLOO on {wins}/{total} tasks"
         if behind or ties:
             line += (

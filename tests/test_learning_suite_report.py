@@ -115,3 +115,12 @@ def test_every_trainer_generates_the_asked_rollouts_whatever_its_batching(
     monkeypatch.setattr(suite, "RecordedReward", Counted)
     suite.run(algo, "dense", 1e-3, 0, 2, tmp_path, overrides)
     assert sizes == [rollout_size] * 2, f"{algo} {overrides}: rollouts of {sizes}"
+
+
+def test_a_report_without_grpo_or_rloo_runs_prints_no_verdict():
+    # `--ablation` labels its runs ppo[...]: there is nothing to compare PPO with, and "0/0 tasks" said nothing.
+    suite = _suite()
+    ablation = _runs("sparse_terminal", 3e-3, "ppo[defaults]", [0.3]) + _runs("dense", 3e-3, "ppo", [0.2])
+    assert suite.verdict(ablation) == ""
+    compared = ablation + _runs("dense", 3e-3, "grpo", [0.1])
+    assert suite.verdict(compared).startswith("lr 0.003: PPO AUC ≥ best of GRPO/RLOO on 1/1 tasks")
