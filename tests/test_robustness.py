@@ -220,22 +220,26 @@ def test_target_kl_early_stop_does_not_apply_the_step_that_tripped_it(tiny_model
 
 
 # ---------------------------------------------------------------------------------------------- 6: mid-rollout resume
+def _train_saving_every_step(model_path, out, resume=None, **overrides):
+    """Train with a checkpoint after every optimizer step, from `resume` when given; returns the trainer."""
+    trainer = _trainer(model_path, out, save_strategy="steps", save_steps=1, **overrides)
+    trainer.train(resume_from_checkpoint=resume)
+    return trainer
+
+
 def test_resume_from_a_mid_rollout_checkpoint_continues_exactly(tiny_model_path, tmp_path):
     def run(out, resume=None):
-        trainer = _trainer(
+        return _train_saving_every_step(
             tiny_model_path,
             out,
+            resume,
             kl_controller="adaptive",
             kl_target=1e-3,
             kl_horizon=100,
             num_ppo_epochs=2,
             max_steps=3,  # rollout 1: steps 1-2, rollout 2: step 3
-            save_strategy="steps",
-            save_steps=1,
             learning_rate=1e-2,
         )
-        trainer.train(resume_from_checkpoint=resume)
-        return trainer
 
     full = run(tmp_path / "full")
     resumed = run(tmp_path / "resumed", resume=str(tmp_path / "full" / "checkpoint-1"))  # inside rollout 1
@@ -249,14 +253,7 @@ def test_resume_under_another_epoch_count_starts_a_fresh_rollout(tiny_model_path
     # A checkpoint saved with one epoch per rollout (the default before issue 18's fourth round) and resumed with two:
     # its rollout's position means nothing under the new schedule, so the resumed run generates at once. A file that
     # does not say how it was trained (no schedule, no run description) is not continued either.
-    def run(out, epochs, max_steps, resume=None):
-        trainer = _trainer(
-            tiny_model_path, out, num_ppo_epochs=epochs, max_steps=max_steps, save_strategy="steps", save_steps=1
-        )
-        trainer.train(resume_from_checkpoint=resume)
-        return trainer
-
-    run(tmp_path / "saved", epochs=1, max_steps=2)
+    _train_saving_every_step(tiny_model_path, tmp_path / "saved", num_ppo_epochs=1, max_steps=2)
     checkpoint = tmp_path / "saved" / "checkpoint-1"
     if saved_by != "this version":  # rollout files without the schedule: the run description tells it, if any
         rollout_file = checkpoint / "ppo_rollout_rank0.pt"
@@ -266,7 +263,9 @@ def test_resume_under_another_epoch_count_starts_a_fresh_rollout(tiny_model_path
     if saved_by == "a version before run descriptions":
         (checkpoint / "trl_ppo_plus_run.json").unlink()
     with caplog.at_level(logging.WARNING, logger="trl_ppo_plus.checkpointing"):
-        resumed = run(tmp_path / "resumed", epochs=2, max_steps=4, resume=str(checkpoint))
+        resumed = _train_saving_every_step(
+            tiny_model_path, tmp_path / "resumed", str(checkpoint), num_ppo_epochs=2, max_steps=4
+        )
     # Fresh: steps 2 and 4 generate (8 + 16 episodes). Continuing the old rollout would have trained on it at step 2
     # and generated only at step 3: 16.
     assert resumed._episodes == 24
@@ -276,18 +275,13 @@ def test_resume_under_another_epoch_count_starts_a_fresh_rollout(tiny_model_path
 def test_resume_with_another_accumulation_starts_a_fresh_rollout(tiny_model_path, tmp_path):
     # Same epochs and mini-batches, but the rollout was saved in 1 micro-batch and is resumed in micro-batches of 4
     # × 2: continuing it indexed a micro-batch that does not exist (IndexError in GRPO's buffer).
-    def run(out, max_steps, resume=None, **batching):
-        trainer = _trainer(
-            tiny_model_path, out, num_ppo_epochs=2, max_steps=max_steps, save_strategy="steps", save_steps=1,
-            **batching,
-        )  # fmt: skip
-        trainer.train(resume_from_checkpoint=resume)
-        return trainer
-
-    run(tmp_path / "saved", 2, per_device_train_batch_size=8, gradient_accumulation_steps=1)
-    resumed = run(
-        tmp_path / "resumed", 4, resume=str(tmp_path / "saved" / "checkpoint-1"),
-        per_device_train_batch_size=4, gradient_accumulation_steps=2,
+    _train_saving_every_step(
+        tiny_model_path, tmp_path / "saved", num_ppo_epochs=2, max_steps=2,
+        per_device_train_batch_size=8, gradient_accumulation_steps=1,
+    )  # fmt: skip
+    resumed = _train_saving_every_step(
+        tiny_model_path, tmp_path / "resumed", str(tmp_path / "saved" / "checkpoint-1"), num_ppo_epochs=2,
+        max_steps=4, per_device_train_batch_size=4, gradient_accumulation_steps=2,
     )  # fmt: skip
     assert resumed.state.global_step == 4 and resumed._episodes == 24  # 8 saved + 2 fresh rollouts of 8
 
